@@ -1,0 +1,5 @@
+"""Prefect Blocks of prefect-wan."""
+
+from prefect_wan.blocks.credentials import WanCredentials
+
+__all__ = ["WanCredentials"]

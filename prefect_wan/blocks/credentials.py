@@ -1,0 +1,95 @@
+"""``WanCredentials``: the region and API key a flow uses to reach DashScope."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal, Optional
+
+import httpx
+from prefect.blocks.abstract import CredentialsBlock
+from pydantic import Field, SecretStr, field_validator
+
+from prefect_wan.client.client import DashScopeClient, normalize_base_url
+from prefect_wan.client.errors import MissingApiKeyError
+from prefect_wan.client.regions import Region
+
+API_KEY_ENV = "DASHSCOPE_API_KEY"
+
+
+class WanCredentials(CredentialsBlock):
+    """Region and API key for Alibaba Cloud Model Studio (DashScope) Wan video generation.
+
+    Model, endpoint and key must all be of one region. The key falls back to the
+    ``DASHSCOPE_API_KEY`` environment variable when the block holds none.
+
+    Example:
+        Load stored credentials and open a client:
+        ```python
+        from prefect_wan import WanCredentials
+
+        credentials = WanCredentials.load("BLOCK_NAME")
+        async with credentials.get_client() as client:
+            task = await client.get_task("TASK_ID")
+        ```
+    """
+
+    _block_type_name = "Wan Credentials"
+    _block_type_slug = "wan-credentials"
+    _logo_url = "https://img.alicdn.com/imgextra/i4/O1CN01EfJVFQ1uZPd7W4W6i_!!6000000006051-2-tps-112-112.png"
+    _documentation_url = "https://www.alibabacloud.com/help/en/model-studio/image-to-video-by-first-and-last-frame-api-reference"
+
+    region: Literal["singapore", "beijing"] = Field(
+        default="singapore",
+        description="DashScope region of the key and models: singapore (dashscope-intl) or beijing.",
+    )
+    api_key: Optional[SecretStr] = Field(
+        default=None,
+        title="API Key",
+        description="DashScope API key (sk-...); when empty, DASHSCOPE_API_KEY is used.",
+    )
+    base_url: Optional[str] = Field(
+        default=None,
+        title="Base URL",
+        description="Override of the region's host, for a proxy or the local emulator.",
+    )
+    workspace: Optional[str] = Field(
+        default=None,
+        description="Sub-workspace id, sent as X-DashScope-WorkSpace.",
+    )
+    timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Read timeout of each HTTP call, in seconds.",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _valid_base_url(cls, value: Optional[str]) -> Optional[str]:
+        return None if value in (None, "") else normalize_base_url(value)
+
+    @property
+    def effective_base_url(self) -> str:
+        return self.base_url or Region(self.region).base_url
+
+    def resolved_api_key(self) -> SecretStr:
+        """The block's key, else ``DASHSCOPE_API_KEY``; raises ``MissingApiKeyError``."""
+        if self.api_key is not None and self.api_key.get_secret_value():
+            return self.api_key
+        from_env = os.environ.get(API_KEY_ENV, "").strip()
+        if from_env:
+            return SecretStr(from_env)
+        raise MissingApiKeyError(
+            f"no DashScope API key: set api_key on the WanCredentials block or the {API_KEY_ENV} "
+            f"environment variable (a key of region {self.region})"
+        )
+
+    def get_client(self, **kwargs) -> DashScopeClient:
+        """A new ``DashScopeClient`` for this region; close it (``async with``) when done."""
+        kwargs.setdefault("timeout", httpx.Timeout(self.timeout_seconds, connect=10.0, pool=30.0))
+        return DashScopeClient(
+            self.resolved_api_key(),
+            region=self.region,
+            base_url=self.effective_base_url,
+            workspace=self.workspace,
+            **kwargs,
+        )

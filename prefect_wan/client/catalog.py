@@ -1,0 +1,235 @@
+"""What each supported model accepts: endpoint, body shape, limits, regions and prices.
+
+A model family owns the request shape; a model spec owns the per-model facts. Adding a family is a
+new ``ModelFamily`` subclass and its specs here, nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+from prefect_wan.client.regions import Region
+from prefect_wan.client.wire import MediaItem, TaskInput
+
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    formats: tuple[str, ...] = IMAGE_FORMATS
+    max_bytes: int = 10 * MB
+    # Current docs say [240, 8000]; 2025 docs said [360, 2000]. The service is the judge; we
+    # follow the current docs so we never refuse what it accepts.
+    min_side: int = 240
+    max_side: int = 8000
+    max_aspect: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Price:
+    """Price of one second of output video."""
+
+    amount: float
+    currency: str
+    confirmed: bool = True
+
+
+@dataclass(frozen=True)
+class FrameUrls:
+    first: Optional[str]
+    last: Optional[str]
+    audio: Optional[str] = None
+
+
+class ModelFamily:
+    """A request shape and the limits that come with it."""
+
+    name: str
+    endpoint_path: str
+    prompt_limit: int
+    negative_prompt_limit: int = 500
+    image_limits: ImageLimits
+    min_duration: int
+    max_duration: int
+    default_duration: int = 5
+    has_audio: bool
+    supports_driving_audio: bool = False
+    supports_templates: bool = False
+    # Usage field the service bills from.
+    usage_duration_field: str
+
+    def build_input(
+        self,
+        *,
+        prompt: str | None,
+        negative_prompt: str | None,
+        first_url: str,
+        last_url: str | None,
+        template: str | None = None,
+        audio_url: str | None = None,
+    ) -> TaskInput:
+        raise NotImplementedError
+
+    def frame_urls(self, task_input: TaskInput) -> FrameUrls:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<ModelFamily {self.name}>"
+
+
+class Kf2vFamily(ModelFamily):
+    name = "kf2v"
+    endpoint_path = "/api/v1/services/aigc/image2video/video-synthesis"
+    prompt_limit = 800
+    image_limits = ImageLimits()
+    min_duration = max_duration = 5
+    has_audio = False
+    supports_templates = True
+    usage_duration_field = "video_duration"
+
+    def build_input(self, *, prompt, negative_prompt, first_url, last_url, template=None, audio_url=None):
+        return TaskInput(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            first_frame_url=first_url,
+            last_frame_url=last_url,
+            template=template,
+        )
+
+    def frame_urls(self, task_input: TaskInput) -> FrameUrls:
+        extra = task_input.model_extra or {}
+        # Legacy SDK names for the same two frames.
+        first = task_input.first_frame_url or extra.get("head_frame")
+        last = task_input.last_frame_url or extra.get("tail_frame")
+        return FrameUrls(first=first, last=last)
+
+
+class Wan27Family(ModelFamily):
+    name = "wan2.7"
+    endpoint_path = "/api/v1/services/aigc/video-generation/video-synthesis"
+    prompt_limit = 5000
+    image_limits = ImageLimits(max_bytes=20 * MB, max_aspect=8.0)
+    min_duration, max_duration = 2, 15
+    has_audio = True
+    supports_driving_audio = True
+    usage_duration_field = "duration"
+
+    def build_input(self, *, prompt, negative_prompt, first_url, last_url, template=None, audio_url=None):
+        media = [MediaItem(type="first_frame", url=first_url)]
+        if last_url:
+            media.append(MediaItem(type="last_frame", url=last_url))
+        if audio_url:
+            media.append(MediaItem(type="driving_audio", url=audio_url))
+        return TaskInput(prompt=prompt, negative_prompt=negative_prompt, media=media)
+
+    def frame_urls(self, task_input: TaskInput) -> FrameUrls:
+        by_type = {item.type: item.url for item in task_input.media or []}
+        return FrameUrls(
+            first=by_type.get("first_frame"),
+            last=by_type.get("last_frame"),
+            audio=by_type.get("driving_audio"),
+        )
+
+
+KF2V = Kf2vFamily()
+WAN27 = Wan27Family()
+
+KF2V_TEMPLATES = frozenset({"hanfu-1", "solaron", "magazine", "mech1", "mech2"})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: ModelFamily
+    regions: frozenset[Region]
+    resolutions: tuple[str, ...]
+    default_resolution: str
+    templates: frozenset[str] = frozenset()
+    prices: dict[tuple[Region, str], Price] = field(default_factory=dict)
+    max_running: int = 2
+    submit_rps: dict[Region, float] = field(default_factory=dict)
+
+    def price(self, region: Region, resolution: str) -> Price | None:
+        return self.prices.get((region, resolution))
+
+
+_CNY, _USD = "CNY", "USD"
+_SG, _BJ = Region.SINGAPORE, Region.BEIJING
+
+_SPECS = [
+    ModelSpec(
+        name="wan2.2-kf2v-flash",
+        family=KF2V,
+        # UNCONFIRMED in Singapore: the EN docs' Singapore samples use it, the ZH tables omit it.
+        # Allowed, since a refusal by the service costs nothing while our refusal would block users.
+        regions=frozenset({_BJ, _SG}),
+        resolutions=("480P", "720P", "1080P"),
+        default_resolution="720P",
+        prices={(_BJ, "480P"): Price(0.10, _CNY), (_BJ, "720P"): Price(0.20, _CNY), (_BJ, "1080P"): Price(0.48, _CNY)},
+        submit_rps={_BJ: 2.0, _SG: 2.0},
+    ),
+    ModelSpec(
+        name="wanx2.1-kf2v-plus",
+        family=KF2V,
+        regions=frozenset({_BJ}),
+        resolutions=("720P",),
+        default_resolution="720P",
+        templates=KF2V_TEMPLATES,
+        prices={(_BJ, "720P"): Price(0.70, _CNY)},
+        submit_rps={_BJ: 2.0},
+    ),
+    ModelSpec(
+        name="wan2.1-kf2v-plus",
+        family=KF2V,
+        regions=frozenset({_SG}),
+        resolutions=("720P",),
+        default_resolution="720P",
+        templates=KF2V_TEMPLATES,
+        prices={(_SG, "720P"): Price(0.10, _USD)},
+        submit_rps={_SG: 1.0},
+    ),
+    ModelSpec(
+        name="wan2.7-i2v",
+        family=WAN27,
+        regions=frozenset({_BJ, _SG}),
+        resolutions=("720P", "1080P"),
+        default_resolution="1080P",
+        prices={
+            (_BJ, "720P"): Price(0.6, _CNY),
+            (_BJ, "1080P"): Price(1.0, _CNY),
+            # Derived from the CNY list price; no official USD table was found.
+            (_SG, "720P"): Price(0.10, _USD, confirmed=False),
+            (_SG, "1080P"): Price(0.15, _USD, confirmed=False),
+        },
+        max_running=5,
+        submit_rps={_BJ: 5.0, _SG: 5.0},
+    ),
+]
+
+MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
+DEFAULT_MODEL = "wan2.2-kf2v-flash"
+
+# Dated snapshots ("wan2.7-i2v-2026-04-25") share the facts of their base model.
+_SNAPSHOT = re.compile(r"^(?P<base>.+)-\d{4}-\d{2}-\d{2}$")
+
+
+def lookup_model(name: str) -> ModelSpec | None:
+    """The spec of a model name, including dated snapshots; ``None`` if unknown."""
+    spec = MODELS.get(name)
+    if spec is not None:
+        return spec
+    match = _SNAPSHOT.match(name)
+    if match and match["base"] in MODELS and MODELS[match["base"]].family is WAN27:
+        base = MODELS[match["base"]]
+        return ModelSpec(**{**base.__dict__, "name": name})
+    return None
+
+
+def family_for_path(path: str) -> ModelFamily | None:
+    for family in (KF2V, WAN27):
+        if path.rstrip("/") == family.endpoint_path:
+            return family
+    return None
