@@ -48,3 +48,23 @@ def prefect_harness():
     with temporary_settings({PREFECT_API_SERVICES_TRIGGERS_ENABLED: False}):
         with prefect_test_harness(server_startup_timeout=120):
             yield
+
+
+FAST = {"pending_seconds": 0.05, "running_seconds": 0.2, "submit_rps": 1000.0, "tick_seconds": 0.02}
+
+
+@pytest.fixture(scope="session")
+def emulator_server():
+    from prefect_wan.emulator import run_emulator
+
+    with run_emulator(**FAST) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emulator(emulator_server):
+    """The session's emulator, reset to fast defaults with no faults armed."""
+    emulator_server.reset()
+    emulator_server.configure(**FAST, max_running=None, queue_limit=500, task_ttl_seconds=86400, video_ttl_seconds=86400)
+    yield emulator_server
+    emulator_server.clear_faults()

@@ -1,0 +1,71 @@
+"""Faults on demand: deterministic, countable, armed at start-up or through the admin API."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from itertools import count
+from typing import Literal, Optional
+
+from pydantic import BaseModel, Field
+
+Operation = Literal["submit", "query", "list", "cancel", "policy", "upload", "download", "task"]
+Action = Literal["error", "drop", "truncate", "slow", "fail", "expire"]
+
+_ids = count(1)
+
+
+class FaultRule(BaseModel):
+    """One armed fault.
+
+    - ``error``: the next ``count`` matching calls answer ``status``/``code``/``message``.
+    - ``drop`` (submit): the task is created, then the connection is cut before any answer.
+    - ``truncate`` / ``slow`` (download): cut after ``after_bytes`` / trickle at ``bytes_per_second``.
+    - ``fail`` / ``expire`` (task): the next ``count`` created tasks end FAILED with ``code`` or
+      turn UNKNOWN.
+    With ``fraction`` set, each matching call is hit with that probability (seeded dice) and
+    ``count`` bounds the hits (``None`` = no bound).
+    """
+
+    op: Operation
+    action: Action = "error"
+    count: Optional[int] = Field(default=1, ge=0)
+    fraction: Optional[float] = Field(default=None, gt=0, le=1)
+    status: int = 500
+    code: str = "InternalError"
+    message: str = "An internal error has occured, please try again later or contact service support."
+    after_bytes: int = Field(default=0, ge=0)
+    bytes_per_second: float = Field(default=0, ge=0)
+    task_id: Optional[str] = None
+    id: int = Field(default_factory=lambda: next(_ids))
+
+
+class FaultBook:
+    """The armed faults and what they did."""
+
+    def __init__(self, rules: list[FaultRule], seed: int = 0) -> None:
+        self.rules: list[FaultRule] = [rule.model_copy() for rule in rules]
+        self.dice = random.Random(seed)
+        self.injected: Counter[str] = Counter()
+
+    def arm(self, rule: FaultRule) -> FaultRule:
+        self.rules.append(rule)
+        return rule
+
+    def clear(self) -> None:
+        self.rules.clear()
+
+    def take(self, op: str, task_id: Optional[str] = None) -> Optional[FaultRule]:
+        """The fault that hits this call, if any (consuming one of its uses)."""
+        for rule in self.rules:
+            if rule.op != op or (rule.task_id and rule.task_id != task_id):
+                continue
+            if rule.count is not None and rule.count <= 0:
+                continue
+            if rule.fraction is not None and self.dice.random() >= rule.fraction:
+                continue
+            if rule.count is not None:
+                rule.count -= 1
+            self.injected[f"{op}:{rule.action}:{rule.code if rule.action in ('error', 'fail') else ''}".rstrip(":")] += 1
+            return rule
+        return None
