@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 
 import pytest
 from PIL import Image
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_TEST_MODE", "1")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+# A home of our own: result storage, cache records and submit locks must not leak between sessions.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-wan-tests-")
 
-FAKE_KEY = "sk-test-SECRET-0123456789abcdef"
+from prefect.testing.fixtures import asserting_events_worker, reset_worker_events  # noqa: E402,F401
 
-
-def make_image(width: int, height: int, color=(200, 40, 40), fmt: str = "PNG", mode: str = "RGB") -> bytes:
-    image = Image.new(mode, (width, height), color if mode == "RGB" else color + (128,))
-    # A diagonal band so crossfades and codecs have something to work on.
-    for x in range(0, min(width, height), 4):
-        image.putpixel((x, x), (255, 255, 255) if mode == "RGB" else (255, 255, 255, 255))
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    return buffer.getvalue()
+from tests.helpers import FAKE_KEY, make_image  # noqa: E402,F401
 
 
 @pytest.fixture
@@ -68,3 +63,28 @@ def emulator(emulator_server):
     emulator_server.configure(**FAST, max_running=None, queue_limit=500, task_ttl_seconds=86400, video_ttl_seconds=86400)
     yield emulator_server
     emulator_server.clear_faults()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server on loopback (moto), not a mock of s3fs."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, request):
+    """A fresh bucket and the fsspec storage options that reach it."""
+    import boto3
+
+    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_server, "region_name": "us-east-1"}}
+    bucket = "wan-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    boto3.client(
+        "s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    ).create_bucket(Bucket=bucket)
+    yield bucket, options

@@ -11,7 +11,7 @@ from prefect.settings import PREFECT_API_URL
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 
 from prefect_wan import WanCredentials
-from tests.conftest import FAKE_KEY
+from tests.helpers import FAKE_KEY
 
 
 class TestWanCredentialsStandards(BlockStandardTestSuite):

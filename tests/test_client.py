@@ -28,7 +28,7 @@ from prefect_wan.client import (
 )
 from prefect_wan.client.errors import TaskExpiredError, TaskFailedError
 from prefect_wan.client.polling import PollSchedule, wait_for_task
-from tests.conftest import FAKE_KEY
+from tests.helpers import FAKE_KEY
 
 CREATE_OK = {
     "output": {"task_status": "PENDING", "task_id": "0385dc79-5ff8-4d82-bcb6-xxxxxx"},

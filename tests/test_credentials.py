@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from prefect_wan import WanCredentials
 from prefect_wan.client import MissingApiKeyError, Region
-from tests.conftest import FAKE_KEY
+from tests.helpers import FAKE_KEY
 
 
 def test_key_falls_back_to_environment(monkeypatch):

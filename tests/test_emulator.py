@@ -27,7 +27,7 @@ from prefect_wan.client import (
 from prefect_wan.client.errors import TaskExpiredError, TaskFailedError
 from prefect_wan.client.polling import PollSchedule, wait_for_task
 from prefect_wan.emulator import EmulatorConfig, create_app, run_emulator
-from tests.conftest import make_image
+from tests.helpers import make_image
 
 QUICK = PollSchedule(initial_delay=0.05, interval=0.05, max_interval=0.2, jitter=0, deadline=60)
 KF2V = "/api/v1/services/aigc/image2video/video-synthesis"
@@ -242,7 +242,7 @@ async def test_two_running_the_rest_queued(emulator, frames):
 
 async def test_submission_rate_limit_and_queue_limit(emulator, frames):
     emulator.configure(submit_rps=None, pending_seconds=60)
-    async with emulator.credentials().get_client() as client:
+    async with emulator.credentials().get_client(min_submit_interval=0) as client:
         prepared = await client.prepare(request(frames))
         answers = await asyncio.gather(*(client.submit(prepared) for _ in range(3)), return_exceptions=True)
         throttled = [a for a in answers if isinstance(a, ThrottledError)]

@@ -13,7 +13,7 @@ from PIL import Image
 
 from prefect_wan.client import DashScopeClient, KeyframeVideoRequest, PreflightError, predict_output_size
 from prefect_wan.client.preflight import check_request
-from tests.conftest import FAKE_KEY, make_image
+from tests.helpers import FAKE_KEY, make_image
 
 
 def silent_client(region="beijing"):

@@ -56,6 +56,11 @@ class WanCredentials(CredentialsBlock):
         default=None,
         description="Sub-workspace id, sent as X-DashScope-WorkSpace.",
     )
+    min_submit_interval: Optional[float] = Field(
+        default=None,
+        ge=0,
+        description="Seconds between task submissions from one process; empty uses the model's documented rate.",
+    )
     timeout_seconds: float = Field(
         default=60.0,
         gt=0,
@@ -86,6 +91,7 @@ class WanCredentials(CredentialsBlock):
     def get_client(self, **kwargs) -> DashScopeClient:
         """A new ``DashScopeClient`` for this region; close it (``async with``) when done."""
         kwargs.setdefault("timeout", httpx.Timeout(self.timeout_seconds, connect=10.0, pool=30.0))
+        kwargs.setdefault("min_submit_interval", self.min_submit_interval)
         return DashScopeClient(
             self.resolved_api_key(),
             region=self.region,

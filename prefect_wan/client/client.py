@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Optional, Union
@@ -20,6 +19,7 @@ from prefect_wan.client.errors import (
     error_for,
 )
 from prefect_wan.client.images import LoadedMedia
+from prefect_wan.client.pacing import wait_for_submit_slot
 from prefect_wan.client.preflight import PreparedRequest, prepare
 from prefect_wan.client.regions import Region
 from prefect_wan.client.request import KeyframeVideoRequest
@@ -76,13 +76,13 @@ class DashScopeClient:
         transport: Optional[httpx.AsyncBaseTransport] = None,
         min_submit_interval: Optional[float] = None,
     ) -> None:
+        """``min_submit_interval``: seconds between creates from this process (shared by every
+        client of the same host and model); ``None`` uses the model's documented rate, 0 disables."""
         self._api_key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
         self.region = Region(region)
         self.base_url = normalize_base_url(base_url or self.region.base_url)
         self.workspace = workspace
         self.min_submit_interval = min_submit_interval
-        self._submit_lock = asyncio.Lock()
-        self._last_submit = 0.0
         # No auth header at client level: the same pool downloads frames and uploads to OSS hosts,
         # which must never see the key.
         self._http = httpx.AsyncClient(
@@ -173,7 +173,7 @@ class DashScopeClient:
         headers = {"X-DashScope-Async": "enable", "Content-Type": "application/json"}
         if oss_resolve:
             headers["X-DashScope-OssResourceResolve"] = "enable"
-        await self._pace_submissions()
+        await self._pace_submissions(body.model, spec.submit_rps.get(self.region) if spec else None)
         data = await self._api("POST", path, json=body.to_json(), headers=headers, create_model=body.model)
         return _parse(TaskResponse, data)
 
@@ -246,14 +246,11 @@ class DashScopeClient:
 
     # --- plumbing -----------------------------------------------------------------------------
 
-    async def _pace_submissions(self) -> None:
-        if not self.min_submit_interval:
-            return
-        async with self._submit_lock:
-            wait = self._last_submit + self.min_submit_interval - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._last_submit = time.monotonic()
+    async def _pace_submissions(self, model: str, documented_rps: Optional[float]) -> None:
+        interval = self.min_submit_interval
+        if interval is None:
+            interval = 1.0 / documented_rps if documented_rps else 0.0
+        await wait_for_submit_slot((self.base_url, model), interval)
 
     async def _api(
         self,

@@ -34,6 +34,8 @@ class RunningEmulator:
         """A ``WanCredentials`` block pointing at this emulator."""
         from prefect_wan.blocks import WanCredentials
 
+        if self.config.submit_rps is not None:
+            overrides.setdefault("min_submit_interval", 1.0 / self.config.submit_rps)
         return WanCredentials(
             api_key=self.api_key, region=self.config.region.value, base_url=self.base_url, **overrides
         )

@@ -1,0 +1,92 @@
+"""The JSON sidecar written beside every archived video. Never holds a secret or a signed URL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from pydantic import BaseModel, Field
+
+SIDECAR_SCHEMA_VERSION = 1
+
+
+class FrameRecord(BaseModel):
+    source: str = Field(description="Where the frame came from (query strings removed).")
+    sha256: str
+    bytes: int
+    format: Optional[str] = None
+    width: int = 0
+    height: int = 0
+
+
+class RequestRecord(BaseModel):
+    """What was asked for, as sent (prompts after any opted-in truncation)."""
+
+    model: str
+    region: str
+    family: str
+    prompt: Optional[str] = None
+    negative_prompt: Optional[str] = None
+    resolution: Optional[str] = None
+    duration: Optional[int] = None
+    prompt_extend: Optional[bool] = None
+    watermark: Optional[bool] = None
+    seed: Optional[int] = None
+    template: Optional[str] = None
+    first_frame: FrameRecord
+    last_frame: Optional[FrameRecord] = None
+    driving_audio: Optional[FrameRecord] = None
+    predicted_size: Optional[tuple[int, int]] = None
+
+
+class VideoProbe(BaseModel):
+    """What PyAV found in the file."""
+
+    codec: str
+    fps: float
+    duration_seconds: float
+    width: int
+    height: int
+    frames: int
+    audio_codec: Optional[str] = None
+
+
+class CostEstimate(BaseModel):
+    amount: Optional[float] = None
+    currency: Optional[str] = None
+    unit_price: Optional[float] = None
+    billed_seconds: Optional[float] = None
+    confirmed: bool = False
+    note: str = ""
+
+
+class ArchivedFile(BaseModel):
+    path: str
+    url: str
+    bytes: int
+    sha256: str
+
+
+class ArchiveRecord(BaseModel):
+    """Everything worth knowing about one archived video."""
+
+    schema_version: int = SIDECAR_SCHEMA_VERSION
+    fingerprint: str
+    label: Optional[str] = None
+    request: RequestRecord
+    task_id: str
+    submit_request_id: Optional[str] = None
+    query_request_id: Optional[str] = None
+    submitted_at: Optional[datetime] = None
+    scheduled_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+    archived_at: datetime
+    orig_prompt: Optional[str] = None
+    actual_prompt: Optional[str] = None
+    usage: dict[str, Any] = Field(default_factory=dict)
+    cost: CostEstimate = Field(default_factory=CostEstimate)
+    source_video_url: str = Field(description="The service's video URL without its signature.")
+    video: ArchivedFile
+    probe: VideoProbe
+    warnings: list[str] = Field(default_factory=list)
+    producer: str = "prefect-wan"

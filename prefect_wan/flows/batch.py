@@ -1,0 +1,110 @@
+"""``keyframes_batch``: many pairs, from a list or a manifest, concurrently and independently."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any, Optional, Union
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+
+from prefect_wan.archive.destination import DEFAULT_DESTINATION, ArchiveDestination
+from prefect_wan.blocks.credentials import WanCredentials
+from prefect_wan.client.errors import WanError
+from prefect_wan.client.polling import PollSchedule
+from prefect_wan.flows.keyframes import Destination
+from prefect_wan.flows.manifest import load_manifest
+from prefect_wan.flows.models import BatchResult, GenerationOptions, KeyframePair, PairFailure
+from prefect_wan.flows.pipeline import Slots, generate_pair, resolve_credentials
+from prefect_wan.flows.reporting import artifact_key, report_batch
+
+
+class BatchFailedError(WanError):
+    """Some pairs failed; the others were archived. The message lists the failures."""
+
+
+def _unique_labels(pairs: list[KeyframePair]) -> list[KeyframePair]:
+    seen: Counter[str] = Counter()
+    named = []
+    for pair in pairs:
+        label = pair.display_label()
+        seen[label] += 1
+        named.append(pair.model_copy(update={"label": label if seen[label] == 1 else f"{label}-{seen[label]}"}))
+    return named
+
+
+@flow(name="keyframes-batch")
+async def keyframes_batch(
+    pairs: Optional[list[KeyframePair]] = None,
+    manifest: Optional[str] = None,
+    manifest_storage_options: Optional[dict[str, Any]] = None,
+    options: GenerationOptions = GenerationOptions(),
+    credentials: Union[WanCredentials, str, None] = None,
+    destination: Destination = DEFAULT_DESTINATION,
+    storage_options: Optional[dict[str, Any]] = None,
+    max_concurrent: int = 2,
+    concurrency_limit: Optional[str] = None,
+    rate_limit: Optional[str] = None,
+    force: bool = False,
+    poll: Optional[PollSchedule] = None,
+) -> BatchResult:
+    """Generate and archive every pair; one pair's failure never stops the others.
+
+    Args:
+        pairs: Pairs given inline.
+        manifest: CSV/JSON/YAML manifest on any fsspec path; relative frame paths resolve against it.
+        manifest_storage_options: fsspec options for the manifest and the frames it names.
+        options: Generation options for every pair (a pair's own fields win).
+        credentials: A WanCredentials block, the name of a saved one, or None for DASHSCOPE_API_KEY.
+        destination: fsspec URL or filesystem block of the archive.
+        storage_options: fsspec options for the destination.
+        max_concurrent: Pairs generating at once in this run (the account runs 2 tasks at a time).
+        concurrency_limit: Name of a Prefect global concurrency limit to hold while generating.
+        rate_limit: Name of a Prefect rate limit (slot decay) to take before each submission.
+        force: Generate again even what is archived.
+        poll: When to ask the service for news.
+
+    Returns:
+        The archived videos and the failures; the run fails (after archiving the rest) if any pair failed.
+    """
+    logger = get_run_logger()
+    if max_concurrent < 1:
+        raise ValueError(f"max_concurrent={max_concurrent}: must be at least 1")
+    todo = list(pairs or [])
+    if manifest:
+        todo += load_manifest(manifest, manifest_storage_options)
+    if not todo:
+        raise ValueError("nothing to do: give pairs or a manifest")
+    todo = _unique_labels(todo)
+    resolved = await resolve_credentials(credentials)
+    target = ArchiveDestination.coerce(destination, storage_options)
+    slots = Slots(asyncio.Semaphore(max_concurrent), concurrency_limit, rate_limit)
+    # Bounds how many pairs hold their frames in memory at once, while keeping the next ones ready.
+    admitted = asyncio.Semaphore(max(2 * max_concurrent, 4))
+    progress = await acreate_progress_artifact(0.0, key=artifact_key("wan-batch-progress"), description=f"0 of {len(todo)} pairs done")
+    result = BatchResult()
+    done = 0
+
+    async def run(pair: KeyframePair) -> None:
+        nonlocal done
+        async with admitted:
+            try:
+                video = await generate_pair(
+                    pair, options, credentials=resolved, destination=target, slots=slots, poll=poll,
+                    force=force, frame_storage_options=manifest_storage_options,
+                )
+                result.videos.append(video)
+            except Exception as error:  # one pair's failure must not stop the others
+                logger.error("%s failed: %s: %s", pair.label, type(error).__name__, error)
+                result.failures.append(PairFailure(label=pair.label, error=type(error).__name__, code=getattr(error, "code", None), message=str(error)))
+            finally:
+                done += 1
+                await aupdate_progress_artifact(progress, 100.0 * done / len(todo), description=f"{done} of {len(todo)} pairs done")
+
+    await asyncio.gather(*(run(pair) for pair in todo))
+    await report_batch(result, key=artifact_key("wan-batch"))
+    logger.info("Batch finished: %s", result.summary)
+    if result.failures:
+        raise BatchFailedError(result.summary)
+    return result

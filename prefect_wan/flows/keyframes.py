@@ -1,0 +1,68 @@
+"""``keyframes_to_video``: the per-pair flow."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Optional, Union
+
+from prefect import flow
+from prefect.filesystems import LocalFileSystem, RemoteFileSystem
+from prefect.runtime import flow_run
+
+from prefect_wan.archive.destination import DEFAULT_DESTINATION, ArchiveDestination
+from prefect_wan.blocks.credentials import WanCredentials
+from prefect_wan.client.polling import PollSchedule
+from prefect_wan.flows.models import ArchivedVideo, GenerationOptions, KeyframePair
+from prefect_wan.flows.pipeline import Slots, generate_pair, resolve_credentials
+
+Destination = Union[str, RemoteFileSystem, LocalFileSystem, None]
+
+
+def _run_name() -> str:
+    parameters = flow_run.parameters or {}
+    pair = KeyframePair(
+        first_frame=str(parameters.get("first_frame", "first")), last_frame=parameters.get("last_frame"), label=parameters.get("label")
+    )
+    return f"wan-{pair.display_label()}"
+
+
+@flow(name="keyframes-to-video", flow_run_name=_run_name)
+async def keyframes_to_video(
+    first_frame: str,
+    last_frame: str,
+    prompt: Optional[str] = None,
+    options: GenerationOptions = GenerationOptions(),
+    label: Optional[str] = None,
+    credentials: Union[WanCredentials, str, None] = None,
+    destination: Destination = DEFAULT_DESTINATION,
+    storage_options: Optional[dict[str, Any]] = None,
+    frame_storage_options: Optional[dict[str, Any]] = None,
+    force: bool = False,
+    poll: Optional[PollSchedule] = None,
+) -> ArchivedVideo:
+    """Generate the transition between two keyframes and archive it.
+
+    Args:
+        first_frame: Path or URL (http(s), s3://, oss://...) of the first frame.
+        last_frame: Path or URL of the last frame.
+        prompt: What happens between the frames.
+        options: Model, resolution, duration, seed and the other generation options.
+        label: A readable name for the UI, events and the sidecar.
+        credentials: A WanCredentials block, the name of a saved one, or None for DASHSCOPE_API_KEY.
+        destination: fsspec URL (s3://bucket/prefix, file://..., memory://...) or a filesystem block.
+        storage_options: fsspec options for the destination.
+        frame_storage_options: fsspec options for reading fsspec-URL frames.
+        force: Generate and archive again even when this exact work is archived.
+        poll: When to ask the service for news (defaults suit the real service).
+
+    Returns:
+        Where the video and its sidecar are, with the full sidecar record. The same inputs always
+        land at the same path; a re-run returns the archived video without paying again.
+    """
+    pair = KeyframePair(first_frame=first_frame, last_frame=last_frame, prompt=prompt, label=label)
+    resolved = await resolve_credentials(credentials)
+    target = ArchiveDestination.coerce(destination, storage_options)
+    return await generate_pair(
+        pair, options, credentials=resolved, destination=target, poll=poll, force=force,
+        slots=Slots(asyncio.Semaphore(1)), frame_storage_options=frame_storage_options,
+    )

@@ -1,0 +1,101 @@
+"""Flow parameters and results: what a pipeline passes in and gets back."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any, Optional
+
+from pydantic import BaseModel, Field, field_validator
+
+from prefect_wan.archive.record import ArchiveRecord
+from prefect_wan.client.catalog import DEFAULT_MODEL
+from prefect_wan.client.images import redact_url
+from prefect_wan.client.request import KeyframeVideoRequest
+
+_OVERRIDES = ("model", "negative_prompt", "resolution", "duration", "seed", "prompt_extend", "watermark", "template")
+
+
+class GenerationOptions(BaseModel):
+    """How to generate, shared by every pair of a run unless a pair overrides it."""
+
+    model: str = Field(default=DEFAULT_MODEL, description="wan2.2-kf2v-flash, wanx2.1/wan2.1-kf2v-plus or wan2.7-i2v.")
+    negative_prompt: Optional[str] = Field(default=None, description="What to avoid.")
+    resolution: Optional[str] = Field(default=None, description="480P, 720P or 1080P (model default when empty).")
+    duration: Optional[int] = Field(default=None, description="Seconds: 5 for kf2v, 2-15 for wan2.7.")
+    seed: Optional[int] = Field(default=None, description="Seed in [0, 2147483647]; random when empty.")
+    prompt_extend: bool = Field(default=True, description="Let the service rewrite the prompt.")
+    watermark: bool = Field(default=False, description="Add the 'AI generated' mark.")
+    template: Optional[str] = Field(default=None, description="Effect template (kf2v-plus models only).")
+    truncate_prompts: bool = Field(default=False, description="Cut over-long prompts instead of refusing them.")
+
+
+class KeyframePair(BaseModel):
+    """One transition: two frames and a prompt, with optional per-pair overrides."""
+
+    first_frame: str = Field(description="Path or URL (http(s), s3://, oss://...) of the first frame.")
+    last_frame: Optional[str] = Field(default=None, description="Path or URL of the last frame.")
+    prompt: Optional[str] = Field(default=None, description="What happens between the frames.")
+    label: Optional[str] = Field(default=None, description="A name for the UI and the sidecar.")
+    model: Optional[str] = None
+    negative_prompt: Optional[str] = None
+    resolution: Optional[str] = None
+    duration: Optional[int] = None
+    seed: Optional[int] = None
+    prompt_extend: Optional[bool] = None
+    watermark: Optional[bool] = None
+    template: Optional[str] = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_missing(cls, value: Any) -> Any:
+        # Manifests (CSV above all) spell "not given" as an empty cell.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def display_label(self) -> str:
+        if self.label:
+            return self.label
+        stems = [PurePosixPath(redact_url(f) if "://" in f else f).stem for f in (self.first_frame, self.last_frame) if f]
+        return "-".join(stems) or "pair"
+
+    def to_request(self, options: GenerationOptions, storage_options: Optional[dict[str, Any]] = None) -> KeyframeVideoRequest:
+        merged = options.model_dump()
+        merged.update({key: getattr(self, key) for key in _OVERRIDES if getattr(self, key) is not None})
+        return KeyframeVideoRequest(
+            first_frame=self.first_frame,
+            last_frame=self.last_frame,
+            prompt=self.prompt,
+            storage_options=storage_options or {},
+            **merged,
+        )
+
+
+class ArchivedVideo(BaseModel):
+    """A video in the archive, ready to hand to the next flow."""
+
+    label: str
+    fingerprint: str
+    task_id: str
+    video_url: str
+    sidecar_url: str
+    reused: bool = Field(description="True when an earlier run had already archived it (nothing was paid or downloaded).")
+    record: ArchiveRecord
+
+
+class PairFailure(BaseModel):
+    label: str
+    error: str
+    code: Optional[str] = None
+    message: str
+
+
+class BatchResult(BaseModel):
+    videos: list[ArchivedVideo] = Field(default_factory=list)
+    failures: list[PairFailure] = Field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        reused = sum(v.reused for v in self.videos)
+        text = f"{len(self.videos)} archived ({reused} already there), {len(self.failures)} failed"
+        if self.failures:
+            text += ": " + "; ".join(f"{f.label}: {f.error} {f.message}" for f in self.failures)
+        return text

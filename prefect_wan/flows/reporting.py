@@ -1,0 +1,84 @@
+"""What a run shows in the Prefect UI and tells automations: artifacts and events."""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from prefect.artifacts import acreate_link_artifact, acreate_markdown_artifact, acreate_table_artifact
+from prefect.events import emit_event
+
+from prefect_wan.flows.models import ArchivedVideo, BatchResult
+
+ARCHIVED_EVENT = "prefect_wan.video.archived"
+FAILED_EVENT = "prefect_wan.video.failed"
+
+
+def artifact_key(text: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:100] or "wan"
+
+
+def _resource(fingerprint: str, label: str) -> dict[str, str]:
+    return {"prefect.resource.id": f"prefect_wan.video.{fingerprint}", "prefect.resource.name": label}
+
+
+async def report_archived(video: ArchivedVideo) -> None:
+    record = video.record
+    key = artifact_key(f"wan-{video.label}")
+    await acreate_link_artifact(
+        link=video.video_url,
+        link_text=f"{video.label} ({record.probe.width}x{record.probe.height}, {record.probe.duration_seconds:g} s)",
+        key=key,
+        description=f"Archived video; sidecar at {video.sidecar_url}",
+    )
+    cost = record.cost
+    price = f"{cost.amount:g} {cost.currency}" + ("" if cost.confirmed else " (unconfirmed price)") if cost.amount is not None else "unknown"
+    await acreate_markdown_artifact(
+        markdown="\n".join([
+            f"# {video.label}",
+            "",
+            f"- video: [{video.video_url}]({video.video_url})",
+            f"- model: `{record.request.model}` in {record.request.region}, {record.request.resolution}, {record.request.duration} s",
+            f"- task: `{record.task_id}`, fingerprint `{record.fingerprint[:16]}`",
+            f"- estimated cost: {price}" + (" (reused, nothing paid this run)" if video.reused else ""),
+            "",
+            "## Prompt",
+            record.request.prompt or "_(none)_",
+            "",
+            "## Prompt as rewritten by the service",
+            record.actual_prompt or "_(not rewritten)_",
+        ]),
+        key=f"{key}-prompts",
+        description="Prompts and metadata of the archived video",
+    )
+    emit_event(
+        ARCHIVED_EVENT,
+        resource=_resource(video.fingerprint, video.label),
+        payload={
+            "label": video.label, "fingerprint": video.fingerprint, "video_url": video.video_url,
+            "sidecar_url": video.sidecar_url, "task_id": video.task_id, "reused": video.reused,
+        },
+    )
+
+
+def report_failed(label: str, fingerprint: Optional[str], error: BaseException) -> None:
+    emit_event(
+        FAILED_EVENT,
+        resource=_resource(fingerprint or "unknown", label),
+        payload={
+            "label": label, "fingerprint": fingerprint, "error": type(error).__name__,
+            "code": getattr(error, "code", None), "message": str(error)[:2000],
+        },
+    )
+
+
+async def report_batch(result: BatchResult, key: str) -> None:
+    rows = [
+        {"label": v.label, "status": "reused" if v.reused else "archived", "video": v.video_url, "task_id": v.task_id, "error": ""}
+        for v in result.videos
+    ] + [
+        {"label": f.label, "status": "failed", "video": "", "task_id": "", "error": f"{f.error}: {f.message}"[:300]}
+        for f in result.failures
+    ]
+    await acreate_table_artifact(table=rows, key=key, description=result.summary)

@@ -1,0 +1,89 @@
+"""How the submit task is deduplicated: a cache key from the request fingerprint, a lock that
+stops concurrent twins, and a retry rule that only retries what cannot have created a task."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import httpx
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
+from prefect.locking.filesystem import FileSystemLockManager
+from prefect.settings import get_current_settings
+from prefect.transactions import IsolationLevel
+from prefect.utilities.hashing import hash_objects
+
+from prefect_wan.client.errors import VideoUrlExpiredError
+from prefect_wan.client.preflight import prepare
+
+SUBMIT_LOCK_SECONDS = 600.0
+
+
+class ExpiringFileSystemLockManager(FileSystemLockManager):
+    """File locks that expire: a process killed while submitting must not block its pair forever
+    (Prefect's transactions take locks without a hold timeout)."""
+
+    def __init__(self, lock_files_directory: Path, hold_timeout: float = SUBMIT_LOCK_SECONDS) -> None:
+        super().__init__(lock_files_directory)
+        self.hold_timeout = hold_timeout
+
+    def acquire_lock(self, key, holder, acquire_timeout=None, hold_timeout=None) -> bool:
+        return super().acquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_timeout)
+
+    async def aacquire_lock(self, key, holder, acquire_timeout=None, hold_timeout=None) -> bool:
+        return await super().aacquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_timeout)
+
+
+def default_lock_manager() -> ExpiringFileSystemLockManager:
+    """Locks under PREFECT_HOME: shared by every process of this machine. For workers on several
+    machines, configure the policy with a distributed manager (e.g. prefect-redis)."""
+    return ExpiringFileSystemLockManager(Path(get_current_settings().home) / "locks" / "prefect-wan")
+
+
+def fingerprint_blocking(request: Any, credentials: Any) -> str:
+    """The request's fingerprint from synchronous code (Prefect computes cache keys synchronously)."""
+
+    async def compute() -> str:
+        async with httpx.AsyncClient(timeout=60.0) as http:
+            return (await prepare(request, credentials.region, http=http)).fingerprint
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, compute()).result()
+
+
+@dataclass
+class SubmissionCachePolicy(CachePolicy):
+    """Key = the work's fingerprint plus the non-secret identity of the endpoint.
+
+    Credentials never enter the key; the region, host and workspace do, since a task id only
+    answers where it was created.
+    """
+
+    def compute_key(
+        self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> Optional[str]:
+        credentials = inputs["credentials"]
+        fingerprint = inputs.get("fingerprint") or fingerprint_blocking(inputs["request"], credentials)
+        identity = (fingerprint, credentials.region, credentials.effective_base_url, credentials.workspace)
+        return f"prefect-wan-submit-{hash_objects(*identity)}"
+
+
+def submission_cache_policy() -> CachePolicy:
+    return SubmissionCachePolicy().configure(
+        isolation_level=IsolationLevel.SERIALIZABLE, lock_manager=default_lock_manager()
+    )
+
+
+async def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only errors that say so. Async on purpose: a sync condition in an async task gets a
+    coroutine from ``state.result()`` and silently never retries."""
+    error = await state.aresult(raise_on_failure=False)
+    if isinstance(error, VideoUrlExpiredError):
+        return False
+    if getattr(error, "retryable", False):
+        return True
+    return isinstance(error, (httpx.TransportError, ConnectionError, TimeoutError))
