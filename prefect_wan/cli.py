@@ -1,12 +1,21 @@
-"""The ``prefect-wan`` command: run the emulator, generate one video, or run a batch manifest."""
+"""The ``prefect-wan`` command: generate one video, run a batch manifest, or run the emulator.
+
+Exit codes: 0 done; 1 the service or a task failed (or some batch pairs failed); 2 the input was
+refused before anything was sent (bad parameters, unreadable frames or manifest, no API key).
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+import asyncio
+import contextlib
+import os
+from typing import Iterator, Optional
 
 import typer
 
 from prefect_wan.client.regions import Region
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 app = typer.Typer(help="Wan first-and-last-frame videos with Prefect.", no_args_is_help=True, add_completion=False)
 
@@ -14,6 +23,127 @@ app = typer.Typer(help="Wan first-and-last-frame videos with Prefect.", no_args_
 @app.callback()
 def _group() -> None:
     """Wan first-and-last-frame videos with Prefect."""
+
+
+@contextlib.contextmanager
+def _credentials(block: Optional[str], region: Region, base_url: Optional[str], emulator: bool) -> Iterator[object]:
+    if emulator:
+        from prefect_wan.emulator import run_emulator
+
+        with run_emulator(region=region) as emu:
+            typer.echo(f"Using the local emulator at {emu.base_url} (videos are its crossfade rendering)", err=True)
+            yield emu.credentials()
+        return
+    if block:
+        yield block
+        return
+    from prefect_wan.blocks import WanCredentials
+
+    yield WanCredentials(region=region.value, base_url=base_url)
+
+
+def _run(coroutine) -> int:
+    """Run a flow with a spinner; map what went wrong to an exit code."""
+    from rich.console import Console
+
+    from prefect_wan.client.errors import MissingApiKeyError, PreflightError, WanError
+    from prefect_wan.flows.manifest import ManifestError
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    console = Console(stderr=True)
+    try:
+        with console.status("Generating... (Prefect logs below; tasks take 1-5 minutes on the real service)"):
+            result = asyncio.run(coroutine)
+    except (PreflightError, ManifestError, MissingApiKeyError) as error:
+        console.print(f"[red]Refused before sending:[/red] {error}")
+        return EXIT_BAD_INPUT
+    except (WanError, OSError) as error:
+        console.print(f"[red]Failed:[/red] {type(error).__name__}: {error}")
+        return EXIT_FAILED
+    return result
+
+
+def _options(model, resolution, duration, seed, negative_prompt, prompt_extend, watermark):
+    from prefect_wan.flows import GenerationOptions
+
+    return GenerationOptions(
+        model=model, resolution=resolution, duration=duration, seed=seed, negative_prompt=negative_prompt,
+        prompt_extend=prompt_extend, watermark=watermark,
+    )
+
+
+MODEL = typer.Option("wan2.2-kf2v-flash", help="Model: wan2.2-kf2v-flash, wanx2.1-kf2v-plus (Beijing), wan2.1-kf2v-plus (Singapore), wan2.7-i2v.")
+RESOLUTION = typer.Option(None, help="480P, 720P or 1080P (model default when omitted).")
+DURATION = typer.Option(None, help="Seconds: 5 for kf2v, 2-15 for wan2.7.")
+SEED = typer.Option(None, help="Seed in [0, 2147483647].")
+NEGATIVE = typer.Option(None, "--negative-prompt", help="What to avoid.")
+EXTEND = typer.Option(True, "--prompt-extend/--no-prompt-extend", help="Let the service rewrite the prompt.")
+WATERMARK = typer.Option(False, "--watermark/--no-watermark", help="Add the 'AI generated' mark.")
+DEST = typer.Option("./wan-archive", "--dest", help="Archive: local path or fsspec URL (s3://bucket/prefix).")
+CREDENTIALS = typer.Option(None, "--credentials", help="Name of a saved WanCredentials block.")
+REGION = typer.Option(Region.SINGAPORE, help="Region when no block is named (key from DASHSCOPE_API_KEY).")
+BASE_URL = typer.Option(None, "--base-url", help="Host override (a proxy or an emulator).")
+EMULATOR = typer.Option(False, "--emulator", help="Run against a local emulator started for this command.")
+FORCE = typer.Option(False, "--force", help="Generate again even if archived.")
+
+
+@app.command()
+def generate(
+    first: str = typer.Argument(..., help="First frame: path or URL."),
+    last: str = typer.Argument(..., help="Last frame: path or URL."),
+    prompt: Optional[str] = typer.Option(None, help="What happens between the frames."),
+    label: Optional[str] = typer.Option(None, help="A readable name for the run and the sidecar."),
+    model: str = MODEL, resolution: Optional[str] = RESOLUTION, duration: Optional[int] = DURATION,
+    seed: Optional[int] = SEED, negative_prompt: Optional[str] = NEGATIVE, prompt_extend: bool = EXTEND,
+    watermark: bool = WATERMARK, dest: str = DEST, credentials: Optional[str] = CREDENTIALS, region: Region = REGION,
+    base_url: Optional[str] = BASE_URL, emulator: bool = EMULATOR, force: bool = FORCE,
+) -> None:
+    """Generate the video between two keyframes and archive it."""
+    from prefect_wan.flows import keyframes_to_video
+
+    options = _options(model, resolution, duration, seed, negative_prompt, prompt_extend, watermark)
+
+    async def run() -> int:
+        video = await keyframes_to_video(first, last, prompt=prompt, options=options, label=label,
+                                         credentials=creds, destination=dest, force=force)
+        typer.echo(f"video: {video.video_url}")
+        typer.echo(f"sidecar: {video.sidecar_url}")
+        if video.reused:
+            typer.echo("(already archived: nothing submitted or downloaded)")
+        return EXIT_OK
+
+    with _credentials(credentials, region, base_url, emulator) as creds:
+        raise typer.Exit(_run(run()))
+
+
+@app.command()
+def batch(
+    manifest: str = typer.Argument(..., help="CSV, JSON or YAML manifest (path or fsspec URL)."),
+    model: str = MODEL, resolution: Optional[str] = RESOLUTION, duration: Optional[int] = DURATION,
+    seed: Optional[int] = SEED, negative_prompt: Optional[str] = NEGATIVE, prompt_extend: bool = EXTEND,
+    watermark: bool = WATERMARK, dest: str = DEST, credentials: Optional[str] = CREDENTIALS, region: Region = REGION,
+    base_url: Optional[str] = BASE_URL, emulator: bool = EMULATOR, force: bool = FORCE,
+    max_concurrent: int = typer.Option(2, help="Pairs generating at once."),
+) -> None:
+    """Generate and archive every pair of a manifest; exit 1 if any pair failed."""
+    from prefect_wan.flows import BatchFailedError, keyframes_batch
+
+    options = _options(model, resolution, duration, seed, negative_prompt, prompt_extend, watermark)
+
+    async def run() -> int:
+        try:
+            result = await keyframes_batch(manifest=manifest, options=options, credentials=creds, destination=dest,
+                                           max_concurrent=max_concurrent, force=force)
+        except BatchFailedError as error:
+            typer.echo(f"batch: {error}", err=True)
+            return EXIT_FAILED
+        for video in result.videos:
+            typer.echo(f"{video.label}: {video.video_url}" + (" (already archived)" if video.reused else ""))
+        typer.echo(result.summary)
+        return EXIT_OK
+
+    with _credentials(credentials, region, base_url, emulator) as creds:
+        raise typer.Exit(_run(run()))
 
 
 @app.command()
@@ -33,9 +163,9 @@ def emulator(
         region=region, pending_seconds=pending_seconds, running_seconds=running_seconds, submit_rps=submit_rps,
         **({"api_keys": [api_key]} if api_key else {}),
     )
-    typer.echo(f"DashScope emulator ({region.value}) at http://{host}:{port}", err=False)
+    typer.echo(f"DashScope emulator ({region.value}) at http://{host}:{port}")
     typer.echo(f"API key: {config.api_keys[0]}")
-    typer.echo(f"Use: WanCredentials(base_url='http://{host}:{port}', api_key=..., region='{region.value}')", err=False)
+    typer.echo(f"Use: WanCredentials(base_url='http://{host}:{port}', api_key=..., region='{region.value}')")
     serve_forever(config, host=host, port=port)
 
 

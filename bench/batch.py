@@ -1,0 +1,109 @@
+"""Batch makespan against the ideal, queries per task, and peak memory while archiving a large file.
+
+    python bench/batch.py [pairs] [generation_seconds]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from functools import partial
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-wan-bench-")
+
+import httpx  # noqa: E402
+
+from prefect_wan.archive.destination import ArchiveDestination  # noqa: E402
+from prefect_wan.archive.store import Download, download_video, publish  # noqa: E402
+from prefect_wan.client.polling import PollSchedule  # noqa: E402
+from prefect_wan.emulator import run_emulator  # noqa: E402
+from prefect_wan.flows import GenerationOptions, KeyframePair, keyframes_batch  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "prefect_wan" / "examples"
+
+
+def batch(pairs: int, generation: float, in_flight: int = 2) -> None:
+    with run_emulator(pending_seconds=0.0, running_seconds=generation, submit_rps=2.0) as emu, tempfile.TemporaryDirectory() as out:
+        todo = [
+            KeyframePair(first_frame=str(EXAMPLES / "first.png"), last_frame=str(EXAMPLES / "last.png"), prompt="bench", seed=i, label=f"pair-{i}")
+            for i in range(pairs)
+        ]
+        poll = PollSchedule(initial_delay=generation * 0.8, interval=0.5, max_interval=2.0, jitter=0.2)
+        started = time.perf_counter()
+        result = asyncio.run(keyframes_batch(
+            pairs=todo, options=GenerationOptions(resolution="480P"), credentials=emu.credentials(),
+            destination=out, max_concurrent=in_flight, poll=poll,
+        ))
+        makespan = time.perf_counter() - started
+        counters = emu.counters()
+    ideal = pairs / 2 * generation
+    per_task = counters.queries / max(counters.submissions_accepted, 1)
+    print(f"batch: {len(result.videos)} pairs archived, generation {generation:g} s, 2 running at once, {in_flight} in flight")
+    print(f"  makespan {makespan:.1f} s vs ideal {ideal:.1f} s (x{makespan / ideal:.2f}, overhead {makespan - ideal:.1f} s)")
+    print(f"  queries per task {per_task:.1f}; submissions {counters.submissions_accepted}; throttled {counters.throttled}")
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def archive_memory(megabytes: int = 256) -> None:
+    """Stream a large file through download_video + publish, as the archive task does."""
+    with tempfile.TemporaryDirectory() as served, tempfile.TemporaryDirectory() as spool, tempfile.TemporaryDirectory() as out:
+        big = Path(served) / "big.mp4"
+        with big.open("wb") as handle:
+            for _ in range(megabytes):
+                handle.write(os.urandom(1 << 20))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=served))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/big.mp4"
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+        async def run() -> Download:
+            async with httpx.AsyncClient(timeout=60) as http:
+                video = await download_video(url, Path(spool) / "v.mp4", http=http)
+            await publish(ArchiveDestination(url=out), video, lambda file: _record_stub(file), fingerprint="f" * 64)
+            return video
+
+        tracemalloc.start()
+        started = time.perf_counter()
+        video = asyncio.run(run())
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        server.shutdown()
+    print(f"archive: {video.bytes / 2**20:.0f} MiB downloaded, hashed, published in {elapsed:.1f} s")
+    print(f"  peak Python allocations {peak / 2**20:.1f} MiB; peak RSS grew {(rss_after - rss_before) / 1024:.1f} MiB")
+
+
+def _record_stub(file):
+    from datetime import datetime, timezone
+
+    from prefect_wan.archive.record import ArchiveRecord, FrameRecord, RequestRecord, VideoProbe
+
+    return ArchiveRecord(
+        fingerprint="f" * 64, task_id="bench", archived_at=datetime.now(timezone.utc), source_video_url="http://bench",
+        request=RequestRecord(model="bench", region="beijing", family="kf2v", first_frame=FrameRecord(source="-", sha256="-", bytes=0)),
+        video=file, probe=VideoProbe(codec="none", fps=0, duration_seconds=0, width=0, height=0, frames=0),
+    )
+
+
+if __name__ == "__main__":
+    archive_memory()
+    pairs = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+    generation = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
+    batch(pairs, generation, in_flight=2)
+    # One more in flight than the account runs: the service's own queue hides our polling latency.
+    batch(pairs, generation, in_flight=3)
