@@ -26,7 +26,7 @@ from prefect_wan.client import (
     UnsupportedOperationError,
     VideoResult,
 )
-from prefect_wan.client.errors import TaskExpiredError, TaskFailedError
+from prefect_wan.client.errors import TaskCanceledError, TaskExpiredError, TaskFailedError
 from prefect_wan.client.polling import PollSchedule, wait_for_task
 from tests.helpers import FAKE_KEY
 
@@ -328,7 +328,8 @@ async def test_wait_for_task_handles_every_status_and_transient_errors():
     assert len(rec.requests) == 5
     assert sleeps == [2, 1, 1, 0.01, 1.5]
 
-    for body, error in ((FAILED, TaskFailedError), (UNKNOWN, TaskExpiredError)):
+    canceled = {"request_id": "c", "output": {"task_id": "t-c", "task_status": "CANCELED"}}
+    for body, error in ((FAILED, TaskFailedError), (canceled, TaskCanceledError), (UNKNOWN, TaskExpiredError)):
         client, _ = client_for(lambda r, body=body: httpx.Response(200, json=body))
         async with client:
             with pytest.raises(error) as info:
@@ -359,3 +360,13 @@ async def test_secret_never_in_repr_logs_or_errors(caplog, frames):
             await client.get_task("t")
     texts = [repr(client), str(info.value), repr(info.value), caplog.text, repr(client.http.headers)]
     assert all(FAKE_KEY not in text for text in texts)
+
+
+async def test_identical_frames_are_uploaded_once(frames):
+    first, _ = frames
+    client, rec = client_for(standard_route)
+    async with client:
+        await client.submit(KeyframeVideoRequest(first_frame=first, last_frame=first.read_bytes(), prompt="a loop"))
+    uploads = [r for r in rec.requests if r.url.host.startswith("dashscope-file")]
+    sent = json.loads(rec.requests[-1].content)["input"]
+    assert len(uploads) == 1 and sent["first_frame_url"] == sent["last_frame_url"]

@@ -154,14 +154,17 @@ class DashScopeClient:
         if prepared.driving_audio is not None:
             media["driving_audio"] = prepared.driving_audio
         urls = {field: m.passthrough_url for field, m in media.items() if m.passthrough_url}
-        to_upload = {field: m for field, m in media.items() if not m.passthrough_url}
+        # Keyed by content: a loop (first frame == last frame) uploads once, and the
+        # forbid-overwrite policy never sees the same object name twice.
+        to_upload = {m.sha256: m for m in media.values() if not m.passthrough_url}
         if to_upload:
             # One policy serves every file of the request (the SDK asks once per file).
             policy = await self.get_upload_policy(prepared.spec.name)
             uploaded = await asyncio.gather(
                 *(self.upload_file(m.data, filename=m.filename, content_type=m.mime_type, policy=policy) for m in to_upload.values())
             )
-            urls.update(zip(to_upload, uploaded))
+            by_digest = dict(zip(to_upload, uploaded))
+            urls.update({field: by_digest[m.sha256] for field, m in media.items() if not m.passthrough_url})
         return urls
 
     # --- endpoints ----------------------------------------------------------------------------

@@ -215,6 +215,7 @@ class EmulatorState:
                         task.status, task.ended = TaskStatus.SUCCEEDED, now
                 if task.status is not TaskStatus.RUNNING:
                     running[key] -= 1
+                    task.first, task.last = b"", None  # rendered or failed: the frames are not needed again
 
     def _render(self, task: EmulatedTask) -> Future:
         audio = task.spec.family is WAN27
