@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional, Union
 
 import typer
 
 from prefect_wan.client.regions import Region
+
+if TYPE_CHECKING:
+    from prefect_wan.blocks import WanCredentials
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -26,7 +29,9 @@ def _group() -> None:
 
 
 @contextlib.contextmanager
-def _credentials(block: Optional[str], region: Region, base_url: Optional[str], emulator: bool) -> Iterator[object]:
+def _credentials(
+    block: Optional[str], region: Region, base_url: Optional[str], emulator: bool
+) -> Iterator[Union["WanCredentials", str]]:
     if emulator:
         from prefect_wan.emulator import run_emulator
 
@@ -161,8 +166,9 @@ def emulator(
 
     config = EmulatorConfig(
         region=region, pending_seconds=pending_seconds, running_seconds=running_seconds, submit_rps=submit_rps,
-        **({"api_keys": [api_key]} if api_key else {}),
     )
+    if api_key:
+        config = config.model_copy(update={"api_keys": [api_key]})
     typer.echo(f"DashScope emulator ({region.value}) at http://{host}:{port}")
     typer.echo(f"API key: {config.api_keys[0]}")
     typer.echo(f"Use: WanCredentials(base_url='http://{host}:{port}', api_key=..., region='{region.value}')")

@@ -395,3 +395,25 @@ def test_console_script_prints_its_url_and_key():
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_frames_from_http_urls_are_downloaded_by_the_emulator(emulator, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "a.png").write_bytes(make_image(480, 640))
+    (tmp_path / "b.jpg").write_bytes(make_image(480, 640, (0, 0, 200), fmt="JPEG"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        created = raw(emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash", "parameters": {"resolution": "480P"},
+                                                      "input": {"first_frame_url": f"{base}/a.png?token=x", "last_frame_url": f"{base}/b.jpg"}})
+        missing = raw(emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash",
+                                                      "input": {"first_frame_url": f"{base}/none.png", "last_frame_url": f"{base}/b.jpg"}})
+    finally:
+        server.shutdown()
+    assert created.status_code == 200, created.text
+    assert missing.json()["code"] == "InvalidURL" and "404" in missing.json()["message"]

@@ -141,6 +141,15 @@ async def test_throttling_and_server_errors_on_submit_are_retried(prefect_harnes
     assert video.record.video.bytes > 0
 
 
+async def test_retry_after_is_honoured_before_resubmitting(prefect_harness, emulator, tmp_path):
+    emulator.inject(op="submit", status=429, code="Throttling", message="Requests throttling triggered.", retry_after=1.5)
+    started = time.monotonic()
+    await generate(emulator, 112, str(tmp_path))
+    assert time.monotonic() - started >= 1.5
+    counters = emulator.counters()
+    assert counters.submissions_accepted == 1 and counters.submissions_rejected == 1
+
+
 async def test_ambiguous_submission_is_not_resent(prefect_harness, emulator, tmp_path):
     from prefect_wan.client.errors import SubmissionOutcomeUnknownError
 
@@ -249,3 +258,23 @@ async def test_batch_rerun_and_concurrency_limit(prefect_harness, emulator, tmp_
     assert emulator.counters().submissions_accepted == 3 and emulator.counters().downloads == 3
     with pytest.raises(BatchFailedError, match="ConcurrencySlotAcquisitionError|no-such-limit"):
         await keyframes_batch(**{**kwargs, "concurrency_limit": "no-such-limit", "force": True})
+
+
+async def test_batch_takes_a_named_rate_limit_before_each_submission(prefect_harness, emulator, tmp_path):
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    async with get_client() as client:
+        await client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name="wan-test-submits", limit=1, slot_decay_per_second=2.0)
+        )
+        pairs = [KeyframePair(first_frame=FIRST, last_frame=LAST, prompt="rl", seed=500 + i, label=f"rl{i}") for i in range(2)]
+        result = await keyframes_batch(pairs=pairs, options=GenerationOptions(resolution="480P"), credentials=emulator.credentials(),
+                                       destination=str(tmp_path), poll=POLL, rate_limit="wan-test-submits")
+        limit = await client.read_global_concurrency_limit_by_name("wan-test-submits")
+    assert len(result.videos) == 2 and emulator.counters().submissions_accepted == 2
+    assert limit.active_slots <= 1
+    # The limit is really consulted, strictly: a name that does not exist stops every submission.
+    with pytest.raises(BatchFailedError, match="ConcurrencySlotAcquisitionError|no-such-rate"):
+        await keyframes_batch(pairs=pairs, options=GenerationOptions(resolution="480P"), credentials=emulator.credentials(),
+                              destination=str(tmp_path), poll=POLL, rate_limit="no-such-rate", force=True)
+    assert emulator.counters().submissions_accepted == 2

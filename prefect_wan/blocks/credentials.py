@@ -35,8 +35,9 @@ class WanCredentials(CredentialsBlock):
 
     _block_type_name = "Wan Credentials"
     _block_type_slug = "wan-credentials"
-    _logo_url = "https://img.alicdn.com/imgextra/i4/O1CN01EfJVFQ1uZPd7W4W6i_!!6000000006051-2-tps-112-112.png"
-    _documentation_url = "https://www.alibabacloud.com/help/en/model-studio/image-to-video-by-first-and-last-frame-api-reference"
+    # Prefect annotates these as HttpUrl and validates strings itself, as its own integrations rely on.
+    _logo_url = "https://img.alicdn.com/imgextra/i4/O1CN01EfJVFQ1uZPd7W4W6i_!!6000000006051-2-tps-112-112.png"  # type: ignore[assignment]
+    _documentation_url = "https://www.alibabacloud.com/help/en/model-studio/image-to-video-by-first-and-last-frame-api-reference"  # type: ignore[assignment]
 
     region: Literal["singapore", "beijing"] = Field(
         default="singapore",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeVar, Union
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from prefect_wan.client.catalog import lookup_model
 from prefect_wan.client.errors import (
@@ -319,7 +319,10 @@ def _error_from(response: httpx.Response, *, hint: Optional[str] = None) -> Dash
     return error_for(response.status_code, code, message, request_id, retry_after=retry_after, hint=hint)
 
 
-def _parse(model: type, data: Any) -> Any:
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _parse(model: type[_Model], data: Any) -> _Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -173,9 +173,8 @@ class TaskFailedError(TaskError):
     @property
     def worth_resubmitting(self) -> bool:
         # Internal and timeout failures are transient and failed tasks are not billed.
-        return bool(self.code) and (
-            self.code.startswith("InternalError") or self.code in _TRANSIENT_CODES
-        )
+        code = self.code or ""
+        return code.startswith("InternalError") or code in _TRANSIENT_CODES
 
 
 class TaskCanceledError(TaskError):
@@ -236,13 +235,13 @@ def error_for(
         "status_code": status_code,
         "hint": hint,
     }
-    code = code or ""
-    if code in _MODERATION_CODES:
+    code_text = code or ""
+    if code_text in _MODERATION_CODES:
         return ContentModerationError(message, **kwargs)
-    if code in _ARREARS_CODES:
+    if code_text in _ARREARS_CODES:
         return ArrearsError(message, **kwargs)
     if status_code == 429:
-        if code.startswith("Throttling"):
+        if code_text.startswith("Throttling"):
             return ThrottledError(message, retry_after=retry_after, **kwargs)
         return ArrearsError(message, **kwargs)
     if status_code >= 500:
@@ -251,8 +250,8 @@ def error_for(
         return AuthenticationError(message, **kwargs)
     if status_code == 403:
         return AccessDeniedError(message, **kwargs)
-    if status_code == 404 or code == "ModelNotFound" or message == "Model not exist.":
+    if status_code == 404 or code_text == "ModelNotFound" or message == "Model not exist.":
         return ModelNotFoundError(message, **kwargs)
-    if code == "UnsupportedOperation":
+    if code_text == "UnsupportedOperation":
         return UnsupportedOperationError(message, **kwargs)
     return InvalidParameterError(message, **kwargs)

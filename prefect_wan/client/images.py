@@ -173,11 +173,13 @@ def _audio_seconds(data: bytes) -> Optional[float]:
     import av
 
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             if container.duration is not None:
                 return container.duration / 1_000_000
             stream = container.streams.audio[0]
-            return float(stream.duration * stream.time_base) if stream.duration else None
+            if stream.duration is None or stream.time_base is None:
+                return None
+            return float(stream.duration * stream.time_base)
     except (av.error.FFmpegError, IndexError, ValueError):
         return None
 

@@ -56,15 +56,15 @@ ErrorCallback = Callable[[DashScopeError, float], Awaitable[None]]
 
 def raise_for_final_status(response: TaskResponse) -> None:
     """Turn FAILED, CANCELED and UNKNOWN into their errors."""
-    out = response.output
-    common = {"task_id": out.task_id, "request_id": response.request_id}
+    out, request_id = response.output, response.request_id
     if out.task_status is TaskStatus.FAILED:
-        raise TaskFailedError(out.message or "task failed", code=out.code or "Failed", **common)
+        raise TaskFailedError(out.message or "task failed", code=out.code or "Failed", task_id=out.task_id, request_id=request_id)
     if out.task_status is TaskStatus.CANCELED:
-        raise TaskCanceledError(f"task {out.task_id} was canceled", code="Canceled", **common)
+        raise TaskCanceledError(f"task {out.task_id} was canceled", code="Canceled", task_id=out.task_id, request_id=request_id)
     if out.task_status is TaskStatus.UNKNOWN:
         raise TaskExpiredError(
-            f"task {out.task_id} is UNKNOWN: its id expired (24 h) or never existed", code="Unknown", **common
+            f"task {out.task_id} is UNKNOWN: its id expired (24 h) or never existed",
+            code="Unknown", task_id=out.task_id, request_id=request_id,
         )
 
 

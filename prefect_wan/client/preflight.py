@@ -178,7 +178,8 @@ async def prepare(
         last_frame_sha256=last.sha256 if last else None,
         driving_audio_sha256=audio.sha256 if audio else None,
     )
-    size = predict_output_size(first.width, first.height, checked.parameters.resolution) if first.width else None
+    resolution = checked.parameters.resolution or checked.spec.default_resolution
+    size = predict_output_size(first.width, first.height, resolution) if first.width else None
     return PreparedRequest(
         **checked.__dict__,
         first_frame=first,

@@ -40,12 +40,13 @@ WAN27_MEDIA_SETS = [
 
 
 class ServiceError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        self.status, self.code, self.message = status, code, message
+    def __init__(self, status: int, code: str, message: str, retry_after: Optional[float] = None) -> None:
+        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message, "request_id": str(uuid.uuid4())}, status_code=status)
+def _error(status: int, code: str, message: str, retry_after: Optional[float] = None) -> JSONResponse:
+    headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else None
+    return JSONResponse({"code": code, "message": message, "request_id": str(uuid.uuid4())}, status_code=status, headers=headers)
 
 
 def _oss_error(status: int, code: str, message: str) -> Response:
@@ -71,7 +72,7 @@ def _account(request: Request, state: EmulatorState) -> str:
 def _fault_error(state: EmulatorState, op: str, task_id: Optional[str] = None) -> Optional[FaultRule]:
     rule = state.faults.take(op, task_id)
     if rule is not None and rule.action == "error":
-        raise ServiceError(rule.status, rule.code, rule.message)
+        raise ServiceError(rule.status, rule.code, rule.message, rule.retry_after)
     return rule
 
 
@@ -105,8 +106,8 @@ async def create_task(request: Request) -> Response:
     try:
         body = CreateTaskBody.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ServiceError(400, "InvalidParameter", f"The request is missing required parameters or in a wrong format: {'.'.join(map(str, first['loc']))}") from None
+        problem = exc.errors()[0]
+        raise ServiceError(400, "InvalidParameter", f"The request is missing required parameters or in a wrong format: {'.'.join(map(str, problem['loc']))}") from None
     spec = lookup_model(body.model)
     if spec is None or state.config.region not in spec.regions:
         raise ServiceError(400, "InvalidParameter", "Model not exist.")
@@ -154,14 +155,15 @@ async def create_task(request: Request) -> Response:
     elif not urls.last and task_input.template is None:
         raise ServiceError(400, "InvalidParameter", "Field required: input.last_frame_url")
 
-    first = last = b""
+    first: bytes = b""
+    last: Optional[bytes] = None
     first_size = (1280, 720)
-    if failure is None:
+    if failure is None and urls.first:
         resolve = request.headers.get("x-dashscope-ossresourceresolve", "").lower() == "enable"
         fetch = request.app.state.http
         first, first_size = await _load_image(state, fetch, urls.first, spec.name, resolve, family)
-        use_last = urls.last and task_input.template is None
-        last = (await _load_image(state, fetch, urls.last, spec.name, resolve, family))[0] if use_last else None
+        if urls.last and task_input.template is None:
+            last = (await _load_image(state, fetch, urls.last, spec.name, resolve, family))[0]
         if urls.audio:
             await _load_media(state, fetch, urls.audio, spec.name, resolve)
     task = state.create_task(
@@ -255,7 +257,7 @@ def _task_body(request: Request, state: EmulatorState, task: EmulatedTask) -> di
     if task.ended is not None:
         output["end_time"] = state.service_time(task.ended)
     body: dict[str, Any] = {"request_id": str(uuid.uuid4()), "output": output}
-    if task.status is TaskStatus.SUCCEEDED:
+    if task.status is TaskStatus.SUCCEEDED and task.video_token is not None:
         video = state.videos[task.video_token]
         expires = int(time.time() + (video.expires - state.now()))
         signature = hmac.new(state.secret.encode(), task.video_token.encode(), hashlib.sha1).hexdigest()[:16]
@@ -275,7 +277,7 @@ def _task_body(request: Request, state: EmulatorState, task: EmulatedTask) -> di
                      "video_count": 1, "SR": int(task.params["resolution"].rstrip("P"))}
         body["usage"] = usage
         output["task_metrics"] = {"TOTAL": 1, "SUCCEEDED": 1, "FAILED": 0}
-    elif task.status is TaskStatus.FAILED:
+    elif task.status is TaskStatus.FAILED and task.failure is not None:
         output["code"], output["message"] = task.failure
         output["task_metrics"] = {"TOTAL": 1, "SUCCEEDED": 0, "FAILED": 1}
     return body
@@ -525,7 +527,7 @@ def _api(handler):
             state = _state(request)
             if handler is create_task:
                 state.counters.submissions_rejected += 1
-            return _error(exc.status, exc.code, exc.message)
+            return _error(exc.status, exc.code, exc.message, exc.retry_after)
 
     return wrapped
 

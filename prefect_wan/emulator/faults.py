@@ -36,6 +36,7 @@ class FaultRule(BaseModel):
     message: str = "An internal error has occured, please try again later or contact service support."
     after_bytes: int = Field(default=0, ge=0)
     bytes_per_second: float = Field(default=0, ge=0)
+    retry_after: Optional[float] = Field(default=None, ge=0, description="Seconds sent as Retry-After with an error.")
     task_id: Optional[str] = None
     id: int = Field(default_factory=lambda: next(_ids))
 

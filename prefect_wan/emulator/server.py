@@ -10,6 +10,7 @@ from typing import Any, Iterator, Optional
 
 import httpx
 import uvicorn
+from pydantic import SecretStr
 
 from prefect_wan.emulator.app import ADMIN, create_app
 from prefect_wan.emulator.config import EmulatorConfig
@@ -37,7 +38,7 @@ class RunningEmulator:
         if self.config.submit_rps is not None:
             overrides.setdefault("min_submit_interval", 1.0 / self.config.submit_rps)
         return WanCredentials(
-            api_key=self.api_key, region=self.config.region.value, base_url=self.base_url, **overrides
+            api_key=SecretStr(self.api_key), region=self.config.region.value, base_url=self.base_url, **overrides
         )
 
     def counters(self) -> Counters:

@@ -96,7 +96,7 @@ class EmulatorState:
         self._start_wall = datetime.now(timezone.utc)
         self._start_mono = time.monotonic()
         self._tmp = tempfile.TemporaryDirectory(prefix="wan-emulator-") if workdir is None else None
-        self.workdir = Path(self._tmp.name) if self._tmp else workdir
+        self.workdir: Path = Path(self._tmp.name) if self._tmp is not None else Path(workdir or ".")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.secret = uuid.uuid4().hex
         # Rendering is CPU work: keep it off the event loop.
@@ -200,7 +200,7 @@ class EmulatorState:
                     task.status, task.scheduled = TaskStatus.RUNNING, now
                     if task.failure is None:
                         task.render = self._render(task)
-            if task.status is TaskStatus.RUNNING and now - task.scheduled >= self.config.running_seconds:
+            if task.status is TaskStatus.RUNNING and now - (task.scheduled or now) >= self.config.running_seconds:
                 if task.failure is not None:
                     task.status, task.ended = TaskStatus.FAILED, now
                 elif task.render is not None and task.render.done():

@@ -96,8 +96,9 @@ async def keyframes_batch(
                 )
                 result.videos.append(video)
             except Exception as error:  # one pair's failure must not stop the others
-                logger.error("%s failed: %s: %s", pair.label, type(error).__name__, error)
-                result.failures.append(PairFailure(label=pair.label, error=type(error).__name__, code=getattr(error, "code", None), message=str(error)))
+                label = pair.display_label()
+                logger.error("%s failed: %s: %s", label, type(error).__name__, error)
+                result.failures.append(PairFailure(label=label, error=type(error).__name__, code=getattr(error, "code", None), message=str(error)))
             finally:
                 done += 1
                 await aupdate_progress_artifact(progress, 100.0 * done / len(todo), description=f"{done} of {len(todo)} pairs done")

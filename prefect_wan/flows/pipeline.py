@@ -61,9 +61,7 @@ async def resolve_credentials(credentials: Union[WanCredentials, str, None]) -> 
     return WanCredentials()
 
 
-def _frame(media: Optional[LoadedMedia]) -> Optional[FrameRecord]:
-    if media is None:
-        return None
+def _frame(media: LoadedMedia) -> FrameRecord:
     return FrameRecord(
         source=media.origin, sha256=media.sha256, bytes=media.size, format=media.format,
         width=media.width, height=media.height,
@@ -85,8 +83,8 @@ def request_record(prepared: PreparedRequest) -> RequestRecord:
         seed=params.seed,
         template=prepared.request.template,
         first_frame=_frame(prepared.first_frame),
-        last_frame=_frame(prepared.last_frame),
-        driving_audio=_frame(prepared.driving_audio),
+        last_frame=_frame(prepared.last_frame) if prepared.last_frame else None,
+        driving_audio=_frame(prepared.driving_audio) if prepared.driving_audio else None,
         predicted_size=prepared.output_size,
     )
 
@@ -103,7 +101,8 @@ def _worth_resubmitting(error: Exception, reused: bool) -> bool:
 async def _submit(request, credentials, fingerprint, label, slots: Slots, *, refresh: bool) -> tuple[SubmittedTask, bool]:
     await slots.before_submit()
     task = submit_video.with_options(refresh_cache=True) if refresh else submit_video
-    state = await task(request, credentials, fingerprint=fingerprint, label=label, return_state=True)
+    # Prefect's overloads do not type return_state=True for async tasks; it is awaitable at run time.
+    state = await task(request, credentials, fingerprint=fingerprint, label=label, return_state=True)  # type: ignore[misc]
     return await state.aresult(), state.name == "Cached"
 
 

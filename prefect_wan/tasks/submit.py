@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Optional
 
@@ -9,7 +10,7 @@ from prefect import get_run_logger, task
 from prefect.tasks import exponential_backoff
 
 from prefect_wan.blocks.credentials import WanCredentials
-from prefect_wan.client.errors import SubmissionOutcomeUnknownError, WanError
+from prefect_wan.client.errors import SubmissionOutcomeUnknownError, ThrottledError, WanError
 from prefect_wan.client.request import KeyframeVideoRequest
 from prefect_wan.client.results import SubmittedTask
 from prefect_wan.tasks.caching import retry_if_transient, submission_cache_policy
@@ -17,6 +18,7 @@ from prefect_wan.tasks.naming import run_name
 
 # Task ids answer for 24 h; an older cached id would poll into UNKNOWN.
 SUBMISSION_CACHE_EXPIRATION = timedelta(hours=23)
+MAX_RETRY_AFTER = 300.0
 
 
 class FramesChangedError(WanError):
@@ -56,6 +58,12 @@ async def submit_video(
             )
         try:
             submitted = await client.submit(prepared)
+        except ThrottledError as throttled:
+            # Not accepted, so Prefect may retry; when the service says how long to wait, wait that long first.
+            if throttled.retry_after:
+                logger.warning("%s: throttled; waiting the %.1f s the service asked for", label or "pair", throttled.retry_after)
+                await asyncio.sleep(min(throttled.retry_after, MAX_RETRY_AFTER))
+            raise
         except SubmissionOutcomeUnknownError as lost:
             listing = await client.list_tasks(model_name=prepared.spec.name, page_size=20)
             candidates = [row.task_id for row in listing.data if row.gmt_create and row.gmt_create >= _epoch_ms(lost.sent_at) - 5000]
