@@ -1,10 +1,10 @@
 """The video archive: destinations, the sidecar record, probing and atomic publishing."""
 
-from prefect_wan.archive.destination import DEFAULT_DESTINATION, ArchiveDestination
+from prefect_wan.archive.destination import DEFAULT_DESTINATION, ArchiveDestination, ArchiveDestinationError
 from prefect_wan.archive.record import ArchiveRecord, CostEstimate, RequestRecord, VideoProbe
 from prefect_wan.archive.store import find_archived, sidecar_name, video_name
 
 __all__ = [
-    "DEFAULT_DESTINATION", "ArchiveDestination", "ArchiveRecord", "CostEstimate", "RequestRecord", "VideoProbe",
+    "DEFAULT_DESTINATION", "ArchiveDestination", "ArchiveDestinationError", "ArchiveRecord", "CostEstimate", "RequestRecord", "VideoProbe",
     "find_archived", "sidecar_name", "video_name",
 ]

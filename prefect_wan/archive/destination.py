@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Union
 
 import fsspec
 from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_DESTINATION = "./wan-archive"
+
+
+class ArchiveDestinationError(OSError):
+    """The archive cannot be written; found before anything is paid for."""
 
 
 class ArchiveDestination(BaseModel):
@@ -43,6 +49,28 @@ class ArchiveDestination(BaseModel):
 
     def path(self, name: str) -> str:
         return f"{self.filesystem()[1]}/{name}"
+
+    def ensure_root(self) -> tuple[AbstractFileSystem, str]:
+        """The filesystem and root, with the root directory made where directories exist.
+
+        Object stores get no ``makedirs``: s3fs would create a missing bucket in the user's account.
+        """
+        fs, root = self.filesystem()
+        if isinstance(fs, LocalFileSystem):
+            fs.makedirs(root, exist_ok=True)
+        return fs, root
+
+    def check_writable(self) -> None:
+        """Write and delete a tiny object, so a wrong bucket or missing permission fails before a
+        video is paid for rather than after (its URL lives only 24 h)."""
+        probe = None
+        try:
+            fs, root = self.ensure_root()
+            probe = f"{root}/.prefect-wan-write-check-{uuid.uuid4().hex[:12]}"
+            fs.pipe_file(probe, b"ok")
+            fs.rm(probe)
+        except (OSError, ValueError, ImportError) as exc:
+            raise ArchiveDestinationError(f"cannot write to the archive {self.url}: {type(exc).__name__}: {exc}") from None
 
     def public_url(self, path: str) -> str:
         fs, _ = self.filesystem()

@@ -86,11 +86,10 @@ def _publish_bytes(fs, data: bytes, final: str) -> None:
 
 async def publish(destination: ArchiveDestination, video: Download, record_for, *, fingerprint: str) -> ArchiveRecord:
     """Put the verified video in place, then its sidecar built by ``record_for(ArchivedFile)``."""
-    fs, root = destination.filesystem()
-    video_path, sidecar_path = f"{root}/{video_name(fingerprint)}", f"{root}/{sidecar_name(fingerprint)}"
 
     def work() -> ArchiveRecord:
-        fs.makedirs(root, exist_ok=True)
+        fs, root = destination.ensure_root()
+        video_path, sidecar_path = f"{root}/{video_name(fingerprint)}", f"{root}/{sidecar_name(fingerprint)}"
         _publish(fs, video.path, video_path)
         stored = fs.info(video_path)["size"]
         if stored != video.bytes:

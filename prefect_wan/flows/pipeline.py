@@ -152,6 +152,7 @@ async def _generate(
         logger.info("%s: already archived at %s; nothing to submit or download", label, existing.video.url)
         return result(existing, reused=True)
 
+    await asyncio.to_thread(destination.check_writable)
     async with slots.generation():
         submitted, reused = await _submit(request, credentials, fingerprint, label, slots, refresh=force)
         if reused:

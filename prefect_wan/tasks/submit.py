@@ -65,8 +65,10 @@ async def submit_video(
                 await asyncio.sleep(min(throttled.retry_after, MAX_RETRY_AFTER))
             raise
         except SubmissionOutcomeUnknownError as lost:
-            listing = await client.list_tasks(model_name=prepared.spec.name, page_size=20)
-            candidates = [row.task_id for row in listing.data if row.gmt_create and row.gmt_create >= _epoch_ms(lost.sent_at) - 5000]
+            # Name the tasks created since the call was sent, so a person can decide; never resend.
+            since = datetime.fromisoformat(lost.sent_at) - timedelta(seconds=5)
+            listing = await client.list_tasks(model_name=prepared.spec.name, start_time=since, page_size=20)
+            candidates = [row.task_id for row in listing.data]
             lost.hint = f"tasks of {prepared.spec.name} created since then: {candidates or 'none'}"
             raise lost
     logger.info(
@@ -74,7 +76,3 @@ async def submit_video(
         label or "pair", submitted.task_id, submitted.request_id, submitted.fingerprint[:12],
     )
     return submitted
-
-
-def _epoch_ms(iso: str) -> int:
-    return int(datetime.fromisoformat(iso).timestamp() * 1000)
