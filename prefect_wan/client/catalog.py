@@ -57,9 +57,6 @@ class ModelFamily:
     default_duration: int = 5
     has_audio: bool
     supports_driving_audio: bool = False
-    supports_templates: bool = False
-    # Usage field the service bills from.
-    usage_duration_field: str
 
     def build_input(
         self,
@@ -87,8 +84,6 @@ class Kf2vFamily(ModelFamily):
     image_limits = ImageLimits()
     min_duration = max_duration = 5
     has_audio = False
-    supports_templates = True
-    usage_duration_field = "video_duration"
 
     def build_input(self, *, prompt, negative_prompt, first_url, last_url, template=None, audio_url=None):
         return TaskInput(
@@ -115,7 +110,6 @@ class Wan27Family(ModelFamily):
     min_duration, max_duration = 2, 15
     has_audio = True
     supports_driving_audio = True
-    usage_duration_field = "duration"
 
     def build_input(self, *, prompt, negative_prompt, first_url, last_url, template=None, audio_url=None):
         media = [MediaItem(type="first_frame", url=first_url)]

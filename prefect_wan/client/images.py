@@ -13,15 +13,12 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
 import httpx
 from PIL import Image, UnidentifiedImageError
-
-ImageSource = Union[Path, str, bytes, Image.Image]
-MediaSource = Union[Path, str, bytes]
 
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "WEBP": "image/webp"}
 _EXT = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "WEBP": "webp", "WAV": "wav", "MP3": "mp3"}
@@ -163,10 +160,6 @@ def inspect_audio(data: bytes, *, origin: str, passthrough_url: Optional[str]) -
         readable=fmt is not None and seconds is not None,
         seconds=seconds,
     )
-
-
-def data_uri(media: LoadedMedia) -> str:
-    return f"data:{media.mime_type};base64,{base64.b64encode(media.data).decode()}"
 
 
 def _audio_seconds(data: bytes) -> Optional[float]:

@@ -46,13 +46,6 @@ class TaskStatus(str, Enum):
     CANCELED = "CANCELED"
     UNKNOWN = "UNKNOWN"
 
-    @property
-    def is_final(self) -> bool:
-        return self in _FINAL
-
-
-_FINAL = {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.UNKNOWN}
-
 
 # --- create request -------------------------------------------------------------------------
 
