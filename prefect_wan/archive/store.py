@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import httpx
 from pydantic import ValidationError
@@ -67,21 +66,15 @@ async def download_video(url: str, into: Path, *, http: httpx.AsyncClient) -> Do
     return Download(into, size, digest.hexdigest())
 
 
-def _publish(fs, local: Path, final: str) -> None:
+def _publish(fs, final: str, write: Callable[[str], None]) -> None:
+    """``write`` fills a unique partial object beside ``final``, which is then moved into place."""
     partial = f"{final}.partial-{uuid.uuid4().hex[:12]}"
     try:
-        fs.put_file(str(local), partial)
+        write(partial)
         fs.mv(partial, final)
     finally:
         if fs.exists(partial):
             fs.rm(partial)
-
-
-def _publish_bytes(fs, data: bytes, final: str) -> None:
-    with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
-        tmp.write(data)
-        tmp.flush()
-        _publish(fs, Path(tmp.name), final)
 
 
 async def publish(destination: ArchiveDestination, video: Download, record_for, *, fingerprint: str) -> ArchiveRecord:
@@ -90,7 +83,7 @@ async def publish(destination: ArchiveDestination, video: Download, record_for, 
     def work() -> ArchiveRecord:
         fs, root = destination.ensure_root()
         video_path, sidecar_path = f"{root}/{video_name(fingerprint)}", f"{root}/{sidecar_name(fingerprint)}"
-        _publish(fs, video.path, video_path)
+        _publish(fs, video_path, lambda partial: fs.put_file(str(video.path), partial))
         stored = fs.info(video_path)["size"]
         if stored != video.bytes:
             fs.rm(video_path)
@@ -98,7 +91,8 @@ async def publish(destination: ArchiveDestination, video: Download, record_for, 
         record: ArchiveRecord = record_for(
             ArchivedFile(path=video_path, url=destination.public_url(video_path), bytes=stored, sha256=video.sha256)
         )
-        _publish_bytes(fs, record.model_dump_json(indent=2).encode(), sidecar_path)
+        sidecar = record.model_dump_json(indent=2).encode()
+        _publish(fs, sidecar_path, lambda partial: fs.pipe_file(partial, sidecar))
         return record
 
     return await asyncio.to_thread(work)

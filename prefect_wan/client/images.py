@@ -112,7 +112,7 @@ async def read_source(
     if scheme in ("http", "https"):
         return await _download(source, http, max_bytes), source
     if scheme == "data":
-        return _decode_data_uri(source), source
+        return decode_data_uri(source), source
     if scheme == "oss":
         return source.encode(), source
     if scheme:
@@ -229,7 +229,8 @@ async def _download(url: str, http: httpx.AsyncClient, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def _decode_data_uri(uri: str) -> bytes:
+def decode_data_uri(uri: str) -> bytes:
+    """The bytes of a ``data:<mime>;base64,<data>`` URI; raises ``SourceError``."""
     header, _, payload = uri.partition(",")
     if not header.endswith(";base64") or not payload:
         raise SourceError("data URI must look like data:<mime>;base64,<data>")

@@ -8,7 +8,6 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import io
 import json
 import time
 import uuid
@@ -16,7 +15,6 @@ from datetime import datetime
 from typing import Any, Optional
 
 import httpx
-from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,7 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from prefect_wan.client.catalog import KF2V, WAN27, family_for_path, lookup_model
-from prefect_wan.client.images import redact_url
+from prefect_wan.client.images import SourceError, decode_data_uri, inspect_image, redact_url
 from prefect_wan.client.wire import SERVICE_TZ, CreateTaskBody, TaskStatus
 from prefect_wan.emulator.config import EmulatorConfig
 from prefect_wan.emulator.faults import FaultRule
@@ -200,10 +198,9 @@ async def _load_media(state: EmulatorState, http: httpx.AsyncClient, url: str, m
             raise ServiceError(400, "InvalidParameter", f"The file {url} was uploaded for model {upload.model}, not {model}.")
         return upload.data
     if url.startswith("data:"):
-        header, _, payload = url.partition(",")
         try:
-            data = base64.b64decode(payload, validate=True)
-        except ValueError:
+            data = decode_data_uri(url)
+        except SourceError:
             raise ServiceError(400, "InvalidParameter", "The data URI is not valid base64.") from None
         if len(data) > 10 * 1024 * 1024:
             raise ServiceError(400, "InvalidParameter", "Exceeded limit on max bytes per data-uri item : 10485760")
@@ -226,11 +223,10 @@ async def _load_image(
     limits = family.image_limits
     if len(data) > limits.max_bytes:
         raise ServiceError(400, "InvalidParameter", f"The image size exceeds the limit of {limits.max_bytes // (1024 * 1024)}MB.")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            fmt, size, transparent = image.format, image.size, image.has_transparency_data
-    except (UnidentifiedImageError, OSError):
-        raise ServiceError(400, "InvalidParameter", "The image format is not supported or the image is broken.") from None
+    image = inspect_image(data, origin=redact_url(url) if "://" in url else "data URI", passthrough_url=None)
+    if not image.readable:
+        raise ServiceError(400, "InvalidParameter", "The image format is not supported or the image is broken.")
+    fmt, size, transparent = image.format, (image.width, image.height), image.has_transparency
     if fmt not in limits.formats:
         raise ServiceError(400, "InvalidParameter", f"The image format {fmt} is not supported.")
     if fmt == "PNG" and transparent:

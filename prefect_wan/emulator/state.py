@@ -90,7 +90,6 @@ class EmulatorState:
         self.uploads: dict[str, Upload] = {}
         self.videos: dict[str, Video] = {}
         self.counters = Counters()
-        self._query_counts: Counter[str] = Counter()
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
         self._offset = 0.0
         self._start_wall = datetime.now(timezone.utc)
@@ -239,11 +238,11 @@ class EmulatorState:
 
     def record_query(self, task_id: str) -> None:
         self.counters.queries += 1
-        self._query_counts[task_id] += 1
+        by_task = self.counters.queries_by_task
+        by_task[task_id] = by_task.get(task_id, 0) + 1
 
     def snapshot(self) -> Counters:
         counters = self.counters.model_copy(deep=True)
-        counters.queries_by_task = dict(self._query_counts)
         counters.faults_injected = dict(self.faults.injected)
         statuses: Counter[str] = Counter(
             ("UNKNOWN" if self.find(t.task_id) is None else t.status.value) for t in self.tasks.values()
@@ -255,7 +254,6 @@ class EmulatorState:
         self.tasks.clear()
         self.uploads.clear()
         self.counters = Counters()
-        self._query_counts.clear()
         self._buckets.clear()
         self.faults = FaultBook([], seed=self.config.seed)
 
