@@ -1,45 +1,51 @@
-"""Serve the flows from this process, no work pool needed: ``python deployments/serve.py``.
+"""Serve the deployments of ``prefect.yaml`` from this process, no work pool needed:
+``python deployments/serve.py``.
 
-The batch runs nightly from a manifest; the pair flow runs whenever an upstream flow emits
-``keyframes.pair.ready``. Both need a saved ``WanCredentials`` block named ``wan-singapore``.
+Built from ``prefect.yaml`` itself, so the two never drift apart: the nightly batch (cron and time
+zone, the run concurrency limit) and the pair flow started by ``keyframes.pair.ready`` events.
+Both need a saved ``WanCredentials`` block named ``wan-singapore`` and real archive and manifest
+locations in place of the ``s3://my-media`` placeholders.
 """
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+from typing import Any
+
+import yaml
 from prefect import serve
+from prefect.client.schemas.schedules import CronSchedule
 from prefect.events import DeploymentEventTrigger
 
-from prefect_wan.flows import keyframes_batch, keyframes_to_video
-
-MANIFEST = "s3://my-media/keyframes/tonight.yaml"
-ARCHIVE = "s3://my-media/wan-archive"
+PREFECT_YAML = Path(__file__).with_name("prefect.yaml")
 
 
-def build_deployments():
-    nightly = keyframes_batch.to_deployment(
-        name="nightly-keyframes-served",
-        cron="0 2 * * *",
-        parameters={"manifest": MANIFEST, "destination": ARCHIVE, "credentials": "wan-singapore", "max_concurrent": 2},
-        tags=["wan", "video"],
-    )
-    on_event = keyframes_to_video.to_deployment(
-        name="keyframes-pair-served",
-        parameters={"first_frame": "unset", "last_frame": "unset", "destination": ARCHIVE, "credentials": "wan-singapore"},
-        triggers=[
-            DeploymentEventTrigger(
-                expect={"keyframes.pair.ready"},
-                match={"prefect.resource.id": "keyframes.*"},
-                parameters={
-                    "first_frame": "{{ event.payload.first_frame }}",
-                    "last_frame": "{{ event.payload.last_frame }}",
-                    "prompt": "{{ event.payload.prompt }}",
-                    "label": "{{ event.payload.label }}",
-                },
-            )
-        ],
-        tags=["wan", "video"],
-    )
-    return [nightly, on_event]
+def _flow(entrypoint: str) -> Any:
+    path, name = entrypoint.split(":")
+    return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+
+
+def _trigger(spec: dict[str, Any]) -> DeploymentEventTrigger:
+    fields = {key: value for key, value in spec.items() if key != "type"}
+    return DeploymentEventTrigger(**fields)
+
+
+def build_deployments() -> list:
+    """One ``RunnerDeployment`` per entry of ``prefect.yaml``."""
+    deployments = []
+    for spec in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]:
+        schedules = [CronSchedule(cron=s["cron"], timezone=s.get("timezone")) for s in spec.get("schedules", [])]
+        deployments.append(_flow(spec["entrypoint"]).to_deployment(
+            name=spec["name"],
+            description=spec.get("description"),
+            tags=spec.get("tags"),
+            parameters=spec.get("parameters", {}),
+            schedules=schedules or None,
+            concurrency_limit=spec.get("concurrency_limit"),
+            triggers=[_trigger(t) for t in spec.get("triggers", [])] or None,
+        ))
+    return deployments
 
 
 if __name__ == "__main__":

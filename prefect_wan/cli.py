@@ -47,24 +47,52 @@ def _credentials(
     yield WanCredentials(region=region.value, base_url=base_url)
 
 
-def _run(coroutine) -> int:
+def _refusals() -> tuple[type[BaseException], ...]:
+    from prefect_wan.archive.destination import ArchiveDestinationError
+    from prefect_wan.client.errors import MissingApiKeyError, PreflightError
+    from prefect_wan.flows.manifest import ManifestError
+
+    return (PreflightError, ManifestError, MissingApiKeyError, ArchiveDestinationError)
+
+
+async def _precheck(credentials, dest: str, *, manifest: Optional[str] = None, pair=None, options=None) -> None:
+    """Everything that can be refused without sending, checked before Prefect (or its temporary
+    server) starts: the key, the archive, the manifest or the pair and its frames."""
+    from prefect_wan.archive.destination import ArchiveDestination
+    from prefect_wan.blocks import WanCredentials
+    from prefect_wan.flows.manifest import load_manifest
+
+    if isinstance(credentials, WanCredentials):
+        credentials.resolved_api_key()
+    await asyncio.to_thread(ArchiveDestination.coerce(dest).check_writable)
+    if manifest is not None:
+        await asyncio.to_thread(load_manifest, manifest)
+    if pair is not None and isinstance(credentials, WanCredentials):
+        async with credentials.get_client() as client:
+            await client.prepare(pair.to_request(options))
+
+
+def _run(coroutine, precheck=None) -> int:
     """Run a flow with a spinner; map what went wrong to an exit code."""
     from rich.console import Console
 
-    from prefect_wan.client.errors import MissingApiKeyError, PreflightError, WanError
-    from prefect_wan.flows.manifest import ManifestError
+    from prefect_wan.client.errors import WanError
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     console = Console(stderr=True)
     try:
+        if precheck is not None:
+            asyncio.run(precheck)
         with console.status("Generating... (Prefect logs below; tasks take 1-5 minutes on the real service)"):
             result = asyncio.run(coroutine)
-    except (PreflightError, ManifestError, MissingApiKeyError) as error:
-        console.print(f"[red]Refused before sending:[/red] {error}")
+    except _refusals() as error:
+        console.print(f"[red]Refused before sending:[/red] {error}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     except (WanError, OSError) as error:
-        console.print(f"[red]Failed:[/red] {type(error).__name__}: {error}")
+        console.print(f"[red]Failed:[/red] {type(error).__name__}: {error}", highlight=False, soft_wrap=True)
         return EXIT_FAILED
+    finally:
+        coroutine.close()  # never started when a check refused the run
     return result
 
 
@@ -104,7 +132,7 @@ def generate(
     base_url: Optional[str] = BASE_URL, emulator: bool = EMULATOR, force: bool = FORCE,
 ) -> None:
     """Generate the video between two keyframes and archive it."""
-    from prefect_wan.flows import keyframes_to_video
+    from prefect_wan.flows import KeyframePair, keyframes_to_video
 
     options = _options(model, resolution, duration, seed, negative_prompt, prompt_extend, watermark)
 
@@ -118,7 +146,12 @@ def generate(
         return EXIT_OK
 
     with _credentials(credentials, region, base_url, emulator) as creds:
-        raise typer.Exit(_run(run()))
+        try:
+            pair = KeyframePair.from_fields(first_frame=first, last_frame=last, prompt=prompt, label=label)
+        except _refusals() as error:
+            typer.echo(f"Refused before sending: {error}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(_run(run(), _precheck(creds, dest, pair=pair, options=options)))
 
 
 @app.command()
@@ -148,7 +181,7 @@ def batch(
         return EXIT_OK
 
     with _credentials(credentials, region, base_url, emulator) as creds:
-        raise typer.Exit(_run(run()))
+        raise typer.Exit(_run(run(), _precheck(creds, dest, manifest=manifest)))
 
 
 @app.command()

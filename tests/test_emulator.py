@@ -274,8 +274,10 @@ async def test_faults_on_submit_and_query(emulator, frames):
         prepared = await client.prepare(request(frames))
         emulator.inject(op="submit", count=2, status=500, code="InternalError")
         for _ in range(2):
-            with pytest.raises(ServerError):
+            # A 5xx on create proves nothing: the client reports it as an unknown outcome, never as retryable.
+            with pytest.raises(SubmissionOutcomeUnknownError) as lost:
                 await client.submit(prepared)
+            assert lost.value.status_code == 500 and not lost.value.retryable
         task = await client.submit(prepared)
         emulator.inject(op="query", count=2, status=503, code="ModelServingError", message="Too many requests.")
         result = await wait_for_task(client, task.task_id, QUICK)  # rides out the query faults

@@ -17,6 +17,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
+from prefect_wan.archive.store import archive_stem
 from prefect_wan.client.errors import TaskFailedError
 from prefect_wan.client.polling import PollSchedule
 from prefect_wan.flows import (
@@ -46,6 +47,13 @@ async def generate(emulator, seed, destination, **kwargs):
     )
 
 
+def stem(emulator, video) -> str:
+    """Archive names of the emulator's videos: the fingerprint, tagged with the endpoint."""
+    name = archive_stem(video.fingerprint, emulator.credentials().endpoint)
+    assert name.startswith(video.fingerprint[:32] + "-")
+    return name
+
+
 async def read_artifacts() -> dict:
     """The newest artifact of each key. Uses the REST endpoint: Prefect 3.8.8's client sends None
     defaults its server (on fastapi<0.155) rejects, and its empty filter objects match nothing."""
@@ -70,14 +78,14 @@ async def test_archives_to_s3_with_a_sidecar_that_matches(prefect_harness, emula
     fs = fsspec.filesystem("s3", **storage)
     data = fs.cat_file(video.record.video.path)
     sidecar = json.loads(fs.cat_file(video.sidecar_url))
-    assert video.video_url == f"s3://{bucket}/videos/{video.fingerprint[:32]}.mp4"
+    assert video.video_url == f"s3://{bucket}/videos/{stem(emulator, video)}.mp4"
     assert sidecar["video"]["sha256"] == hashlib.sha256(data).hexdigest() and sidecar["video"]["bytes"] == len(data)
     assert sidecar["fingerprint"] == video.fingerprint and sidecar["task_id"] == video.task_id
     assert sidecar["request"]["prompt"] == "sunrise to noon" and sidecar["actual_prompt"].startswith("sunrise to noon")
     assert sidecar["usage"]["video_duration"] == 5 and sidecar["probe"]["frames"] == 150
     assert "Signature" not in sidecar["source_video_url"] and emulator.api_key not in json.dumps(sidecar)
     assert probe(data)["codec"] == "h264"
-    assert fs.ls(f"{bucket}/videos") == [f"{bucket}/videos/{video.fingerprint[:32]}.json", f"{bucket}/videos/{video.fingerprint[:32]}.mp4"]
+    assert fs.ls(f"{bucket}/videos") == [f"{bucket}/videos/{stem(emulator, video)}.json", f"{bucket}/videos/{stem(emulator, video)}.mp4"]
     archived = events_named(asserting_events_worker, ARCHIVED_EVENT)
     assert archived[-1].payload["video_url"] == video.video_url
     assert archived[-1].resource.id == f"prefect_wan.video.{video.fingerprint}"
@@ -94,7 +102,7 @@ async def test_rerun_submits_and_downloads_nothing_unless_forced(prefect_harness
     assert counters.submissions_accepted == 1 and counters.downloads == 1
     forced = await generate(emulator, 102, str(tmp_path), force=True)
     assert not forced.reused and emulator.counters().submissions_accepted == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{first.fingerprint[:32]}.json", f"{first.fingerprint[:32]}.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem(emulator, first)}.json", f"{stem(emulator, first)}.mp4"]
 
 
 async def test_flow_retry_reuses_the_submitted_task(prefect_harness, emulator, tmp_path):
@@ -150,17 +158,6 @@ async def test_retry_after_is_honoured_before_resubmitting(prefect_harness, emul
     assert counters.submissions_accepted == 1 and counters.submissions_rejected == 1
 
 
-async def test_ambiguous_submission_is_not_resent(prefect_harness, emulator, tmp_path):
-    from prefect_wan.client.errors import SubmissionOutcomeUnknownError
-
-    emulator.inject(op="submit", action="drop")
-    with pytest.raises(SubmissionOutcomeUnknownError) as info:
-        await generate(emulator, 108, str(tmp_path))
-    assert emulator.counters().submissions_accepted == 1
-    (created,) = emulator.state.tasks  # the task the lost answer would have named
-    assert created in str(info.value) and not info.value.retryable
-
-
 async def test_cut_downloads_never_leave_a_partial_object(prefect_harness, emulator, s3):
     bucket, storage = s3
     fs = fsspec.filesystem("s3", **storage)
@@ -173,7 +170,7 @@ async def test_cut_downloads_never_leave_a_partial_object(prefect_harness, emula
     emulator.inject(op="download", action="truncate", after_bytes=50_000, count=1)
     video = await generate(emulator, 109, f"s3://{bucket}/cut", storage_options=storage)
     fs.invalidate_cache()
-    assert fs.ls(f"{bucket}/cut") == [f"{bucket}/cut/{video.fingerprint[:32]}.json", f"{bucket}/cut/{video.fingerprint[:32]}.mp4"]
+    assert fs.ls(f"{bucket}/cut") == [f"{bucket}/cut/{stem(emulator, video)}.json", f"{bucket}/cut/{stem(emulator, video)}.mp4"]
     assert emulator.counters().submissions_accepted == 1  # the download retries reused the task
 
 

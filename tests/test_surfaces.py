@@ -90,7 +90,7 @@ async def test_serve_example_registers_against_a_server(prefect_harness):
     ids = [await deployment.apply() for deployment in deployments]
     async with get_client() as client:
         stored = [await client.read_deployment(i) for i in ids]
-    assert [d.name for d in stored] == ["nightly-keyframes-served", "keyframes-pair-served"]
+    assert [d.name for d in stored] == ["nightly-keyframes", "keyframes-pair"]
     assert stored[0].schedules[0].schedule.cron == "0 2 * * *"
 
 

@@ -2,9 +2,9 @@
 
 from prefect_wan.archive.destination import DEFAULT_DESTINATION, ArchiveDestination, ArchiveDestinationError
 from prefect_wan.archive.record import ArchiveRecord, CostEstimate, RequestRecord, VideoProbe
-from prefect_wan.archive.store import find_archived, sidecar_name, video_name
+from prefect_wan.archive.store import archive_stem, find_archived, sidecar_name, video_name
 
 __all__ = [
     "DEFAULT_DESTINATION", "ArchiveDestination", "ArchiveDestinationError", "ArchiveRecord", "CostEstimate", "RequestRecord", "VideoProbe",
-    "find_archived", "sidecar_name", "video_name",
+    "archive_stem", "find_archived", "sidecar_name", "video_name",
 ]

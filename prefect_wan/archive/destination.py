@@ -63,15 +63,32 @@ class ArchiveDestination(BaseModel):
     def check_writable(self) -> None:
         """Write and delete a tiny object, so a wrong bucket or missing permission fails before a
         video is paid for rather than after (its URL lives only 24 h)."""
-        probe = None
         try:
             fs, root = self.ensure_root()
             probe = f"{root}/.prefect-wan-write-check-{uuid.uuid4().hex[:12]}"
             fs.pipe_file(probe, b"ok")
             fs.rm(probe)
-        except (OSError, ValueError, ImportError) as exc:
-            raise ArchiveDestinationError(f"cannot write to the archive {self.url}: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # botocore's credential errors are not OSErrors
+            raise ArchiveDestinationError(self.explain(exc, "write to")) from None
+
+    def explain(self, error: BaseException, doing: str) -> str:
+        """One line saying why the archive cannot be used, and what to do about it."""
+        return f"cannot {doing} the archive {self.url}: {explain_storage_error(error)}"
 
     def public_url(self, path: str) -> str:
         fs, _ = self.filesystem()
         return fs.unstrip_protocol(path)
+
+
+def explain_storage_error(error: BaseException) -> str:
+    """Why a storage call failed, in one line a user can act on."""
+    name = type(error).__name__
+    text = str(error).splitlines()[0] if str(error) else name
+    if name in ("NoCredentialsError", "PartialCredentialsError") or "Unable to locate credentials" in text:
+        return ("no storage credentials were found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile, "
+                "use an instance role, or pass storage_options (key, secret) or a filesystem block")
+    if isinstance(error, NotADirectoryError) or "Not a directory" in text:
+        return "part of that path is a regular file, not a directory"
+    if isinstance(error, PermissionError):
+        return f"permission denied ({text})"
+    return f"{name}: {text}"

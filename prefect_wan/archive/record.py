@@ -7,7 +7,8 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, Field
 
-SIDECAR_SCHEMA_VERSION = 1
+# 2: adds ``endpoint``.
+SIDECAR_SCHEMA_VERSION = 2
 
 
 class FrameRecord(BaseModel):
@@ -72,6 +73,7 @@ class ArchiveRecord(BaseModel):
 
     schema_version: int = SIDECAR_SCHEMA_VERSION
     fingerprint: str
+    endpoint: Optional[str] = Field(default=None, description="Host (and workspace) that made the video; never a key.")
     label: Optional[str] = None
     request: RequestRecord
     task_id: str

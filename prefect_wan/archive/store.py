@@ -11,18 +11,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Optional
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import ValidationError
 
-from prefect_wan.archive.destination import ArchiveDestination
+from prefect_wan.archive.destination import ArchiveDestination, ArchiveDestinationError
 from prefect_wan.archive.record import ArchivedFile, ArchiveRecord
 from prefect_wan.client.errors import VideoDownloadError, VideoUrlExpiredError
 from prefect_wan.client.images import redact_url
+from prefect_wan.client.regions import is_public_endpoint
+from prefect_wan.liveness import host_tag, process_alive
 
 CHUNK = 1 << 20
 
@@ -34,12 +39,25 @@ class Download:
     sha256: str
 
 
-def video_name(fingerprint: str) -> str:
-    return f"{fingerprint[:32]}.mp4"
+# A partial object older than this is abandoned wherever its writer ran.
+PARTIAL_MAX_AGE = timedelta(hours=1)
+_LOOPBACK = ("127.", "localhost", "[::1]", "0.0.0.0")
 
 
-def sidecar_name(fingerprint: str) -> str:
-    return f"{fingerprint[:32]}.json"
+def archive_stem(fingerprint: str, endpoint: str) -> str:
+    """The archive's name for this work: plain for a region's public host, tagged for any other
+    endpoint (an emulator, a proxy, a workspace host), so their videos never stand in for each other."""
+    if is_public_endpoint(endpoint):
+        return fingerprint[:32]
+    return f"{fingerprint[:32]}-{hashlib.sha256(endpoint.encode()).hexdigest()[:8]}"
+
+
+def video_name(stem: str) -> str:
+    return f"{stem}.mp4"
+
+
+def sidecar_name(stem: str) -> str:
+    return f"{stem}.json"
 
 
 async def download_video(url: str, into: Path, *, http: httpx.AsyncClient) -> Download:
@@ -66,9 +84,40 @@ async def download_video(url: str, into: Path, *, http: httpx.AsyncClient) -> Do
     return Download(into, size, digest.hexdigest())
 
 
+def _partial_name(final: str) -> str:
+    # Who wrote it, so a later run can tell an abandoned partial from one being written.
+    return f"{final}.partial-{host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def _abandoned(fs, path: str) -> bool:
+    try:
+        host, pid, _ = path.rsplit(".partial-", 1)[1].split("-", 2)
+        if host == host_tag() and not process_alive(int(pid), None):
+            return True
+    except ValueError:
+        pass  # an older name without its writer: judged by age alone
+    try:
+        modified = fs.modified(path)
+    except (NotImplementedError, FileNotFoundError, OSError):
+        return False
+    modified = modified if modified.tzinfo else modified.replace(tzinfo=timezone.utc)
+    return datetime.now(timezone.utc) - modified > PARTIAL_MAX_AGE
+
+
+def sweep_partials(fs, final: str) -> list[str]:
+    """Remove the partial objects beside ``final`` that a killed run left behind."""
+    removed = []
+    for path in fs.glob(f"{final}.partial-*"):
+        if _abandoned(fs, path):
+            fs.rm(path)
+            removed.append(path)
+    return removed
+
+
 def _publish(fs, final: str, write: Callable[[str], None]) -> None:
     """``write`` fills a unique partial object beside ``final``, which is then moved into place."""
-    partial = f"{final}.partial-{uuid.uuid4().hex[:12]}"
+    sweep_partials(fs, final)
+    partial = _partial_name(final)
     try:
         write(partial)
         fs.mv(partial, final)
@@ -77,12 +126,12 @@ def _publish(fs, final: str, write: Callable[[str], None]) -> None:
             fs.rm(partial)
 
 
-async def publish(destination: ArchiveDestination, video: Download, record_for, *, fingerprint: str) -> ArchiveRecord:
+async def publish(destination: ArchiveDestination, video: Download, record_for, *, stem: str) -> ArchiveRecord:
     """Put the verified video in place, then its sidecar built by ``record_for(ArchivedFile)``."""
 
     def work() -> ArchiveRecord:
         fs, root = destination.ensure_root()
-        video_path, sidecar_path = f"{root}/{video_name(fingerprint)}", f"{root}/{sidecar_name(fingerprint)}"
+        video_path, sidecar_path = f"{root}/{video_name(stem)}", f"{root}/{sidecar_name(stem)}"
         _publish(fs, video_path, lambda partial: fs.put_file(str(video.path), partial))
         stored = fs.info(video_path)["size"]
         if stored != video.bytes:
@@ -98,18 +147,36 @@ async def publish(destination: ArchiveDestination, video: Download, record_for, 
     return await asyncio.to_thread(work)
 
 
-async def find_archived(destination: ArchiveDestination, fingerprint: str, *, verify_checksum: bool = False) -> Optional[ArchiveRecord]:
-    """The record of a complete, valid archive of this work, or None."""
-    fs, root = destination.filesystem()
-    video_path, sidecar_path = f"{root}/{video_name(fingerprint)}", f"{root}/{sidecar_name(fingerprint)}"
+def _reusable(record: ArchiveRecord, fingerprint: str, endpoint: str) -> bool:
+    if record.fingerprint != fingerprint:
+        return False
+    if record.endpoint is not None:
+        return record.endpoint == endpoint
+    # Written before sidecars named their endpoint: trust it only for a public host, and only if
+    # the video did not come from a loopback emulator.
+    host = urlsplit(record.source_video_url).netloc
+    return is_public_endpoint(endpoint) and not host.startswith(_LOOPBACK)
+
+
+async def find_archived(
+    destination: ArchiveDestination, fingerprint: str, endpoint: str, *, verify_checksum: bool = False
+) -> Optional[ArchiveRecord]:
+    """The record of a complete, valid archive of this work made through ``endpoint``, or None.
+
+    Raises ``ArchiveDestinationError`` when the archive cannot be read at all (no credentials,
+    a path under a regular file...), so a run fails before it pays rather than after.
+    """
+    stem = archive_stem(fingerprint, endpoint)
 
     def check() -> Optional[ArchiveRecord]:
+        fs, root = destination.filesystem()
+        video_path, sidecar_path = f"{root}/{video_name(stem)}", f"{root}/{sidecar_name(stem)}"
         try:
             record = ArchiveRecord.model_validate(json.loads(fs.cat_file(sidecar_path)))
             size = fs.info(video_path)["size"]
         except (FileNotFoundError, ValidationError, ValueError):
             return None
-        if record.fingerprint != fingerprint or size != record.video.bytes:
+        if not _reusable(record, fingerprint, endpoint) or size != record.video.bytes:
             return None
         if verify_checksum:
             digest = hashlib.sha256()
@@ -120,4 +187,7 @@ async def find_archived(destination: ArchiveDestination, fingerprint: str, *, ve
                 return None
         return record
 
-    return await asyncio.to_thread(check)
+    try:
+        return await asyncio.to_thread(check)
+    except Exception as exc:  # botocore's credential errors are not OSErrors
+        raise ArchiveDestinationError(destination.explain(exc, "read")) from None

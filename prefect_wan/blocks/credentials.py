@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from prefect_wan.client.client import DashScopeClient, normalize_base_url
 from prefect_wan.client.errors import MissingApiKeyError
-from prefect_wan.client.regions import Region
+from prefect_wan.client.regions import Region, endpoint_identity
 
 API_KEY_ENV = "DASHSCOPE_API_KEY"
 
@@ -76,6 +76,11 @@ class WanCredentials(CredentialsBlock):
     @property
     def effective_base_url(self) -> str:
         return self.base_url or Region(self.region).base_url
+
+    @property
+    def endpoint(self) -> str:
+        """The host and workspace tasks and archives belong to (no secret)."""
+        return endpoint_identity(self.effective_base_url, self.workspace)
 
     def resolved_api_key(self) -> SecretStr:
         """The block's key, else ``DASHSCOPE_API_KEY``; raises ``MissingApiKeyError``."""

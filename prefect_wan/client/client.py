@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Optional, TypeVar, Union
@@ -21,7 +22,7 @@ from prefect_wan.client.errors import (
 from prefect_wan.client.images import LoadedMedia
 from prefect_wan.client.pacing import wait_for_submit_slot
 from prefect_wan.client.preflight import PreparedRequest, prepare
-from prefect_wan.client.regions import Region
+from prefect_wan.client.regions import Region, endpoint_identity
 from prefect_wan.client.request import KeyframeVideoRequest
 from prefect_wan.client.results import SubmittedTask
 from prefect_wan.client.wire import (
@@ -41,6 +42,10 @@ except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
     _VERSION = "0"
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=30.0)
+# Servers close idle connections (uvicorn after 5 s, load balancers after 15-60 s); a request sent
+# on a connection the server is closing is lost, and for a create that means an unknown outcome.
+# Reusing only connections idle for less than this keeps requests off closing connections.
+KEEPALIVE_SECONDS = 2.0
 # Errors raised before a byte of the request can have reached the server.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
@@ -59,6 +64,32 @@ def normalize_base_url(url: str) -> str:
     return f"{parts.scheme}://{netloc}{path}"
 
 
+@dataclass
+class CreateCall:
+    """A create call ready to send: its body, and the request it was built from."""
+
+    body: CreateTaskBody
+    prepared: PreparedRequest
+    oss_resolve: bool = False
+
+
+def submitted_task(
+    response: TaskResponse, prepared: PreparedRequest, *, region: Region, endpoint: str, submitted_at: datetime
+) -> SubmittedTask:
+    return SubmittedTask(
+        task_id=response.output.task_id,
+        request_id=response.request_id,
+        model=prepared.spec.name,
+        region=region.value,
+        fingerprint=prepared.fingerprint,
+        submitted_at=submitted_at,
+        resolution=prepared.parameters.resolution,
+        duration=prepared.parameters.duration,
+        output_size=prepared.output_size,
+        endpoint=endpoint,
+    )
+
+
 class DashScopeClient:
     """Create, query, list and cancel tasks; upload local media. One connection pool per client.
 
@@ -75,6 +106,7 @@ class DashScopeClient:
         timeout: Optional[httpx.Timeout] = None,
         transport: Optional[httpx.AsyncBaseTransport] = None,
         min_submit_interval: Optional[float] = None,
+        keepalive_expiry: float = KEEPALIVE_SECONDS,
     ) -> None:
         """``min_submit_interval``: seconds between creates from this process (shared by every
         client of the same host and model); ``None`` uses the model's documented rate, 0 disables."""
@@ -89,8 +121,12 @@ class DashScopeClient:
             timeout=timeout or DEFAULT_TIMEOUT,
             transport=transport,
             headers={"User-Agent": f"prefect-wan/{_VERSION}"},
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16, keepalive_expiry=keepalive_expiry),
         )
+
+    @property
+    def endpoint(self) -> str:
+        return endpoint_identity(self.base_url, self.workspace)
 
     def __repr__(self) -> str:
         return f"DashScopeClient(region={self.region.value!r}, base_url={self.base_url!r})"
@@ -118,6 +154,10 @@ class DashScopeClient:
     async def submit(self, request: Union[KeyframeVideoRequest, PreparedRequest]) -> SubmittedTask:
         """Preflight, upload local media, and create one task. Never resends a create call."""
         prepared = request if isinstance(request, PreparedRequest) else await self.prepare(request)
+        return await self.send_create(await self.build_create_call(prepared))
+
+    async def build_create_call(self, prepared: PreparedRequest) -> CreateCall:
+        """Everything a create needs, local media uploaded; nothing is created yet."""
         spec = prepared.spec
         urls = await self._media_urls(prepared)
         body = CreateTaskBody(
@@ -132,20 +172,14 @@ class DashScopeClient:
             ),
             parameters=prepared.parameters,
         )
-        oss = any(url.startswith("oss://") for url in urls.values())
+        return CreateCall(body=body, prepared=prepared, oss_resolve=any(url.startswith("oss://") for url in urls.values()))
+
+    async def send_create(self, call: CreateCall) -> SubmittedTask:
+        """Send one create call, once."""
+        prepared = call.prepared
         submitted_at = datetime.now(timezone.utc)
-        response = await self.create_task(body, oss_resolve=oss)
-        return SubmittedTask(
-            task_id=response.output.task_id,
-            request_id=response.request_id,
-            model=spec.name,
-            region=self.region.value,
-            fingerprint=prepared.fingerprint,
-            submitted_at=submitted_at,
-            resolution=prepared.parameters.resolution,
-            duration=prepared.parameters.duration,
-            output_size=prepared.output_size,
-        )
+        response = await self.create_task(call.body, oss_resolve=call.oss_resolve)
+        return submitted_task(response, prepared, region=self.region, endpoint=self.endpoint, submitted_at=submitted_at)
 
     async def _media_urls(self, prepared: PreparedRequest) -> dict[str, str]:
         media: dict[str, LoadedMedia] = {"first_frame": prepared.first_frame}
@@ -177,8 +211,17 @@ class DashScopeClient:
         if oss_resolve:
             headers["X-DashScope-OssResourceResolve"] = "enable"
         await self._pace_submissions(body.model, spec.submit_rps.get(self.region) if spec else None)
-        data = await self._api("POST", path, json=body.to_json(), headers=headers, create_model=body.model)
-        return _parse(TaskResponse, data)
+        sent_at = datetime.now(timezone.utc)
+        try:
+            return _parse(TaskResponse, await self._api("POST", path, json=body.to_json(), headers=headers, create_model=body.model))
+        except DashScopeError as exc:
+            if exc.code != "InvalidResponse":
+                raise
+            # A success whose body we cannot read may still have created a task.
+            raise SubmissionOutcomeUnknownError(
+                f"the create call was answered but the answer is unreadable ({exc.message})",
+                code="SubmissionOutcomeUnknown", sent_at=sent_at.isoformat(), model=body.model,
+            ) from None
 
     async def get_task(self, task_id: str) -> TaskResponse:
         return _parse(TaskResponse, await self._api("GET", f"/api/v1/tasks/{task_id}"))
@@ -288,6 +331,16 @@ class DashScopeClient:
                     model=create_model,
                 ) from None
             raise NetworkError(f"{method} {path} to {host} failed: {type(exc).__name__}", code="ConnectionFailed") from None
+        if create_model is not None and response.status_code >= 500:
+            # A gateway's 502/504 (or any 5xx) can come after the service accepted the task: as
+            # ambiguous as no answer at all.
+            answered = _error_from(response)
+            raise SubmissionOutcomeUnknownError(
+                f"the create call got HTTP {response.status_code} from {host} ({answered.code or 'no code'}: "
+                f"{answered.message}); a 5xx does not prove that no task was created. Not resent blindly",
+                code="SubmissionOutcomeUnknown", sent_at=sent_at.isoformat(), model=create_model,
+                request_id=answered.request_id, status_code=response.status_code,
+            )
         if response.is_success:
             try:
                 return response.json()

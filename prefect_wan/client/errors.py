@@ -153,9 +153,10 @@ class SubmissionOutcomeUnknownError(DashScopeError):
     the window in which to look for the task with the list API.
     """
 
-    def __init__(self, message: str, *, sent_at: str, model: str, **kwargs: Any) -> None:
+    def __init__(self, message: str, *, sent_at: str, model: str, candidates: list[str] | None = None, **kwargs: Any) -> None:
         self.sent_at = sent_at
         self.model = model
+        self.candidates = list(candidates or [])
         super().__init__(message, **kwargs)
 
 
@@ -179,6 +180,16 @@ class TaskFailedError(TaskError):
 
 class TaskCanceledError(TaskError):
     """The task was cancelled."""
+
+
+class VideoMissingError(TaskError):
+    """The task SUCCEEDED (and is billed) but its answers carry no ``video_url``. Never resubmitted:
+    that would pay again; a later run asks for the same task again."""
+
+
+class AdoptedTaskMismatchError(TaskError):
+    """A task adopted after a lost answer turned out to carry another prompt: it was not ours,
+    so ours was never created, and submitting again is safe."""
 
 
 class TaskExpiredError(TaskError):

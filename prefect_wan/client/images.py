@@ -44,6 +44,8 @@ class LoadedMedia:
     has_transparency: bool = False
     readable: bool = True
     seconds: Optional[float] = None
+    # Why the bytes could not be decoded (a truncated or corrupt file), when they could not.
+    decode_error: Optional[str] = None
 
     @property
     def size(self) -> int:
@@ -114,6 +116,9 @@ async def read_source(
     if scheme == "data":
         return decode_data_uri(source), source
     if scheme == "oss":
+        parts = urlsplit(source)
+        if not parts.netloc or not parts.path.strip("/"):
+            raise SourceError(f"{source!r} names no object: an oss:// URL from the upload API looks like oss://dashscope-instant/<dir>/<file>")
         return source.encode(), source
     if scheme:
         return await asyncio.to_thread(_read_fsspec, source, max_bytes, storage_options or {}), None
@@ -126,6 +131,13 @@ def inspect_image(data: bytes, *, origin: str, passthrough_url: Optional[str]) -
         return LoadedMedia(data=data, sha256=digest, origin=origin, passthrough_url=passthrough_url)
     try:
         with Image.open(io.BytesIO(data)) as image:
+            decode_error = None
+            try:
+                # Decode every pixel: a truncated file has a valid header, and the service would
+                # accept the call and fail the task later.
+                image.load()
+            except (OSError, SyntaxError, ValueError) as exc:
+                decode_error = str(exc) or type(exc).__name__
             return LoadedMedia(
                 data=data,
                 sha256=digest,
@@ -136,6 +148,8 @@ def inspect_image(data: bytes, *, origin: str, passthrough_url: Optional[str]) -
                 height=image.height,
                 mode=image.mode,
                 has_transparency=image.has_transparency_data,
+                readable=decode_error is None,
+                decode_error=decode_error,
             )
     except (UnidentifiedImageError, OSError):
         return LoadedMedia(data=data, sha256=digest, origin=origin, passthrough_url=passthrough_url, readable=False)

@@ -17,6 +17,7 @@ from prefect_wan.client.errors import (
     TaskExpiredError,
     TaskFailedError,
     ThrottledError,
+    VideoMissingError,
 )
 from prefect_wan.client.results import VideoResult
 from prefect_wan.client.wire import TaskResponse, TaskStatus
@@ -37,6 +38,9 @@ class PollSchedule(BaseModel):
         default=3.5 * 3600, gt=0, description="Give up after this many seconds (the service times tasks out at 3 h)."
     )
     max_error_gap: float = Field(default=60.0, gt=0, description="Longest wait after a transient query error.")
+    missing_url_retries: int = Field(
+        default=3, ge=0, description="Queries again (with the usual gaps) when SUCCEEDED comes without a video URL."
+    )
 
     def gaps(self, rng: Optional[random.Random] = None) -> "Callable[[], float]":
         rng = rng or random.Random()
@@ -82,6 +86,7 @@ async def wait_for_task(
     started = time.monotonic()
     next_gap = schedule.gaps()
     error_gap = schedule.interval
+    missing_url = 0
     await sleep(schedule.initial_delay)
     while True:
         try:
@@ -98,8 +103,18 @@ async def wait_for_task(
             if on_status:
                 await on_status(response)
             if response.output.task_status is TaskStatus.SUCCEEDED:
-                return VideoResult.from_response(response)
-            raise_for_final_status(response)
+                if response.output.video_url:
+                    return VideoResult.from_response(response)
+                missing_url += 1
+                if missing_url > schedule.missing_url_retries:
+                    raise VideoMissingError(
+                        f"task {task_id} SUCCEEDED (it is billed) but {missing_url} answers carried no video_url; "
+                        "not resubmitted, since that would pay again. Run again later to fetch it, or quote the "
+                        "task and request ids to support",
+                        code="VideoUrlMissing", task_id=task_id, request_id=response.request_id,
+                    )
+            else:
+                raise_for_final_status(response)
             wait = next_gap()
         elapsed = time.monotonic() - started
         if elapsed + wait > schedule.deadline:

@@ -153,7 +153,8 @@ async def prepare(
         except SourceError as exc:
             return PreflightViolation(field, describe_source(source), str(exc))
         inspect = inspect_audio if audio else inspect_image
-        return inspect(data, origin=describe_source(source), passthrough_url=passthrough)
+        # Decoding a large frame takes a while: keep the event loop free.
+        return await asyncio.to_thread(inspect, data, origin=describe_source(source), passthrough_url=passthrough)
 
     loaded = dict(zip(sources, await asyncio.gather(*(load(f, s) for f, s in sources.items()))))
     problems = [v for v in loaded.values() if isinstance(v, PreflightViolation)]
@@ -210,6 +211,8 @@ def _check_text(
 
 def _check_image(field: str, image: LoadedMedia, limits: ImageLimits) -> list[PreflightViolation]:
     where = image.origin
+    if image.decode_error:
+        return [PreflightViolation(field, where, f"{image.format or 'image'} is truncated or corrupt ({image.decode_error}); re-export it")]
     if not image.readable:
         return [PreflightViolation(field, where, f"not a readable image; use {', '.join(limits.formats)}")]
     problems = []

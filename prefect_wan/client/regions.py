@@ -20,3 +20,13 @@ _BASE_URLS: dict[Region, str] = {
     Region.SINGAPORE: "https://dashscope-intl.aliyuncs.com",
     Region.BEIJING: "https://dashscope.aliyuncs.com",
 }
+
+
+def endpoint_identity(base_url: str, workspace: str | None = None) -> str:
+    """Where a task id answers and whose videos an archive holds: host and workspace, never a key."""
+    return f"{base_url}#workspace={workspace}" if workspace else base_url
+
+
+def is_public_endpoint(endpoint: str) -> bool:
+    """A region's own public host with no workspace (not an emulator, proxy or workspace host)."""
+    return endpoint in _BASE_URLS.values()

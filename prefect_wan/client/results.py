@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_wan.client.wire import TaskResponse, TaskStatus, VideoUsage, parse_service_time
 
@@ -24,6 +24,13 @@ class SubmittedTask(BaseModel):
     resolution: Optional[str] = None
     duration: Optional[int] = None
     output_size: Optional[tuple[int, int]] = None
+    endpoint: Optional[str] = Field(default=None, description="Host (and workspace) the task belongs to.")
+    reused_from: Optional[str] = Field(
+        default=None, description="'journal' or 'reconciled' when this run found the task instead of creating it."
+    )
+    verify_prompt: Optional[str] = Field(
+        default=None, description="Our prompt, for a task adopted before its prompt could be seen: checked when it shows."
+    )
 
 
 class VideoResult(BaseModel):

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, Optional
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The service prints times as "YYYY-MM-DD HH:mm:ss.SSS" with no zone. UNCONFIRMED: both regions
 # that serve these models (Beijing, Singapore) are UTC+8, so that is what we assume and emit.
@@ -116,6 +116,20 @@ class TaskOutput(WireModel):
         return value
 
 
+def _plain(value: Any, *, numeric: bool) -> bool:
+    if not numeric:
+        return isinstance(value, str)
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
 class VideoUsage(WireModel):
     """``usage`` of a SUCCEEDED task. kf2v bills ``video_duration``, wan2.7 bills ``duration``."""
 
@@ -126,6 +140,27 @@ class VideoUsage(WireModel):
     video_count: Optional[int] = None
     SR: Optional[int] = None
     video_ratio: Optional[str] = None
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _odd_value_is_missing(cls, value: Any, handler: Any) -> Any:
+        # Usage describes a video already paid for: a field of an unexpected type ("5s", [5]) must
+        # never make the answer unreadable and the video lost; it is kept raw as an extra instead.
+        try:
+            return handler(value)
+        except ValueError:
+            return None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_odd_values(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for name in cls.model_fields:
+                value = data.get(name)
+                if value is not None and not _plain(value, numeric=name != "video_ratio"):
+                    data[f"raw_{name}"] = value
+        return data
 
     @property
     def billed_seconds(self) -> float | None:
@@ -138,6 +173,11 @@ class TaskResponse(WireModel):
     request_id: Optional[str] = None
     output: TaskOutput
     usage: Optional[VideoUsage] = None
+
+    @field_validator("usage", mode="before")
+    @classmethod
+    def _usage_must_be_a_mapping(cls, value: Any) -> Any:
+        return value if isinstance(value, (dict, VideoUsage)) or value is None else {"raw": value}
 
 
 class ListedTask(WireModel):

@@ -175,6 +175,8 @@ async def create_task(request: Request) -> Response:
     payload = {"output": {"task_status": "PENDING", "task_id": task.task_id}, "request_id": task.request_id}
     if rule is not None and rule.action == "drop":
         return _DroppedResponse(payload)
+    if rule is not None and rule.action == "error_after_create":
+        return _error(rule.status, rule.code, rule.message, rule.retry_after)
     return JSONResponse(payload)
 
 
@@ -289,7 +291,13 @@ async def get_task(request: Request) -> Response:
     task = state.find(task_id)
     if task is None:
         return JSONResponse({"request_id": str(uuid.uuid4()), "output": {"task_id": task_id, "task_status": "UNKNOWN"}})
-    return JSONResponse(_task_body(request, state, task))
+    body = _task_body(request, state, task)
+    if task.status is TaskStatus.SUCCEEDED and (rule := state.faults.take("answer", task_id)) is not None:
+        for name in rule.drop_fields:
+            body["output"].pop(name, None)
+        if rule.usage is not None:
+            body["usage"] = rule.usage
+    return JSONResponse(body)
 
 
 def _parse_list_time(text: Optional[str]) -> Optional[datetime]:

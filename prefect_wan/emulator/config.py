@@ -32,4 +32,7 @@ class EmulatorConfig(BaseModel):
     faults: list[FaultRule] = Field(default_factory=list, description="Faults armed at start-up.")
     seed: int = Field(default=0, description="Seed of the fault dice, so fractions are reproducible.")
     tick_seconds: float = Field(default=0.05, gt=0, description="How often the scheduler advances tasks.")
+    idle_timeout_seconds: int = Field(
+        default=15, ge=1, description="Idle keep-alive connections are closed after this (load balancers: 15-60 s)."
+    )
     download_chunk_bytes: int = Field(default=64 * 1024, gt=0, description="Chunk size when serving videos.")

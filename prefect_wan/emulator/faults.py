@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 from collections import Counter
 from itertools import count
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, Field
 
-Operation = Literal["submit", "query", "list", "cancel", "policy", "upload", "download", "task"]
-Action = Literal["error", "drop", "truncate", "slow", "fail", "expire"]
+Operation = Literal["submit", "query", "list", "cancel", "policy", "upload", "download", "task", "answer"]
+Action = Literal["error", "drop", "error_after_create", "truncate", "slow", "fail", "expire", "reshape"]
 
 _ids = count(1)
 
@@ -20,9 +20,13 @@ class FaultRule(BaseModel):
 
     - ``error``: the next ``count`` matching calls answer ``status``/``code``/``message``.
     - ``drop`` (submit): the task is created, then the connection is cut before any answer.
+    - ``error_after_create`` (submit): the task is created, then ``status``/``code`` is answered, as a
+      gateway's 502/504 can be after the service accepted the call.
     - ``truncate`` / ``slow`` (download): cut after ``after_bytes`` / trickle at ``bytes_per_second``.
     - ``fail`` / ``expire`` (task): the next ``count`` created tasks end FAILED with ``code`` or
       turn UNKNOWN.
+    - ``reshape`` (answer): the next ``count`` answers about a SUCCEEDED task lose the output fields
+      in ``drop_fields`` and, when ``usage`` is set, report that usage instead (any JSON, odd types too).
     With ``fraction`` set, each matching call is hit with that probability (seeded dice) and
     ``count`` bounds the hits (``None`` = no bound).
     """
@@ -37,6 +41,8 @@ class FaultRule(BaseModel):
     after_bytes: int = Field(default=0, ge=0)
     bytes_per_second: float = Field(default=0, ge=0)
     retry_after: Optional[float] = Field(default=None, ge=0, description="Seconds sent as Retry-After with an error.")
+    drop_fields: list[str] = Field(default_factory=list)
+    usage: Optional[Any] = None
     task_id: Optional[str] = None
     id: int = Field(default_factory=lambda: next(_ids))
 

@@ -90,7 +90,9 @@ def run_emulator(
     state = EmulatorState(config)
     app = create_app(state=state)
     sock = _bind(host, port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(
+        app, log_level="warning", lifespan="on", access_log=False, timeout_keep_alive=config.idle_timeout_seconds,
+    ))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="wan-emulator", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -114,6 +116,7 @@ def serve_forever(config: EmulatorConfig, *, host: str = "127.0.0.1", port: int 
     """Serve in the foreground until interrupted (the ``prefect-wan emulator`` command)."""
     state = EmulatorState(config)
     try:
-        uvicorn.run(create_app(state=state), host=host, port=port, log_level="info", access_log=False)
+        uvicorn.run(create_app(state=state), host=host, port=port, log_level="info", access_log=False,
+                    timeout_keep_alive=state.config.idle_timeout_seconds)
     finally:
         state.close()

@@ -251,6 +251,7 @@ class EmulatorState:
         return counters
 
     def reset(self) -> None:
+        self._offset = 0.0
         self.tasks.clear()
         self.uploads.clear()
         self.counters = Counters()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import PurePosixPath
 from typing import Any, Optional, Union
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 
 from prefect_wan.archive.destination import DEFAULT_DESTINATION, ArchiveDestination
@@ -16,7 +18,7 @@ from prefect_wan.client.polling import PollSchedule
 from prefect_wan.flows.keyframes import Destination
 from prefect_wan.flows.manifest import load_manifest
 from prefect_wan.flows.models import BatchResult, GenerationOptions, KeyframePair, PairFailure
-from prefect_wan.flows.pipeline import Slots, generate_pair, resolve_credentials
+from prefect_wan.flows.pipeline import PairProgress, Slots, generate_pair, resolve_credentials
 from prefect_wan.flows.reporting import artifact_key, report_batch
 
 
@@ -34,7 +36,15 @@ def _unique_labels(pairs: list[KeyframePair]) -> list[KeyframePair]:
     return named
 
 
-@flow(name="keyframes-batch")
+def _batch_run_name() -> str:
+    parameters = flow_run.parameters or {}
+    if parameters.get("manifest"):
+        stem = PurePosixPath(str(parameters["manifest"]).split("?")[0]).stem
+        return f"wan-batch-{stem}"
+    return f"wan-batch-{len(parameters.get('pairs') or [])}-pairs"
+
+
+@flow(name="keyframes-batch", flow_run_name=_batch_run_name)
 async def keyframes_batch(
     pairs: Optional[list[KeyframePair]] = None,
     manifest: Optional[str] = None,
@@ -73,7 +83,7 @@ async def keyframes_batch(
         raise ValueError(f"max_concurrent={max_concurrent}: must be at least 1")
     todo = list(pairs or [])
     if manifest:
-        todo += load_manifest(manifest, manifest_storage_options)
+        todo += await asyncio.to_thread(load_manifest, manifest, manifest_storage_options)
     if not todo:
         raise ValueError("nothing to do: give pairs or a manifest")
     todo = _unique_labels(todo)
@@ -82,26 +92,29 @@ async def keyframes_batch(
     slots = Slots(asyncio.Semaphore(max_concurrent), concurrency_limit, rate_limit)
     # Bounds how many pairs hold their frames in memory at once, while keeping the next ones ready.
     admitted = asyncio.Semaphore(max(2 * max_concurrent, 4))
-    progress = await acreate_progress_artifact(0.0, key=artifact_key("wan-batch-progress"), description=f"0 of {len(todo)} pairs done")
+    progress_artifact = await acreate_progress_artifact(0.0, key=artifact_key("wan-batch-progress"), description=f"0 of {len(todo)} pairs done")
     result = BatchResult()
     done = 0
 
     async def run(pair: KeyframePair) -> None:
         nonlocal done
+        pair_progress = PairProgress(label=pair.display_label())
         async with admitted:
             try:
                 video = await generate_pair(
                     pair, options, credentials=resolved, destination=target, slots=slots, poll=poll,
-                    force=force, frame_storage_options=manifest_storage_options,
+                    force=force, frame_storage_options=manifest_storage_options, progress=pair_progress,
                 )
                 result.videos.append(video)
             except Exception as error:  # one pair's failure must not stop the others
-                label = pair.display_label()
-                logger.error("%s failed: %s: %s", label, type(error).__name__, error)
-                result.failures.append(PairFailure(label=label, error=type(error).__name__, code=getattr(error, "code", None), message=str(error)))
+                logger.error("%s failed: %s: %s", pair_progress.label, type(error).__name__, error)
+                result.failures.append(PairFailure(
+                    label=pair_progress.label, task_id=pair_progress.task_id, error=type(error).__name__,
+                    code=getattr(error, "code", None), message=str(error),
+                ))
             finally:
                 done += 1
-                await aupdate_progress_artifact(progress, 100.0 * done / len(todo), description=f"{done} of {len(todo)} pairs done")
+                await aupdate_progress_artifact(progress_artifact, 100.0 * done / len(todo), description=f"{done} of {len(todo)} pairs done")
 
     await asyncio.gather(*(run(pair) for pair in todo))
     await report_batch(result, key=artifact_key("wan-batch"))

@@ -20,8 +20,9 @@ Destination = Union[str, RemoteFileSystem, LocalFileSystem, None]
 
 def _run_name() -> str:
     parameters = flow_run.parameters or {}
-    pair = KeyframePair(
-        first_frame=str(parameters.get("first_frame", "first")), last_frame=parameters.get("last_frame"), label=parameters.get("label")
+    # Unvalidated: a bad parameter must reach the flow body, which refuses it with a clear error.
+    pair = KeyframePair.model_construct(
+        first_frame=str(parameters.get("first_frame") or "first"), last_frame=parameters.get("last_frame"), label=parameters.get("label")
     )
     return f"wan-{pair.display_label()}"
 
@@ -59,7 +60,7 @@ async def keyframes_to_video(
         Where the video and its sidecar are, with the full sidecar record. The same inputs always
         land at the same path; a re-run returns the archived video without paying again.
     """
-    pair = KeyframePair(first_frame=first_frame, last_frame=last_frame, prompt=prompt, label=label)
+    pair = KeyframePair.from_fields(first_frame=first_frame, last_frame=last_frame, prompt=prompt, label=label)
     resolved = await resolve_credentials(credentials)
     target = ArchiveDestination.coerce(destination, storage_options)
     return await generate_pair(

@@ -13,8 +13,9 @@ import fsspec
 import yaml
 from pydantic import ValidationError
 
+from prefect_wan.archive.destination import explain_storage_error
 from prefect_wan.client.errors import WanError
-from prefect_wan.flows.models import KeyframePair
+from prefect_wan.flows.models import KeyframePair, unknown_field
 
 
 class ManifestError(WanError, ValueError):
@@ -51,11 +52,19 @@ def load_manifest(url: str, storage_options: Optional[dict[str, Any]] = None) ->
             text = handle.read()
     except FileNotFoundError:
         raise ManifestError(f"{url}: no such manifest") from None
+    except Exception as exc:  # storage errors (botocore's are not OSErrors): say which and why, in one line
+        raise ManifestError(f"{url}: cannot read the manifest: {explain_storage_error(exc)}") from None
     base = url.rsplit("/", 1)[0] if "/" in url else "."
     pairs = []
     for number, row in enumerate(_rows(text, url), start=1):
         if not isinstance(row, dict):
             raise ManifestError(f"{url} pair {number}: expected a mapping, got {type(row).__name__}")
+        if None in row:  # csv.DictReader files cells beyond the header under None
+            raise ManifestError(f"{url} pair {number}: more cells than the header has columns")
+        for key in row:
+            if key not in KeyframePair.model_fields:
+                # A misspelled setting would otherwise be paid for at the default.
+                raise ManifestError(f"{url} pair {number}: {unknown_field(str(key), KeyframePair)}")
         try:
             pair = KeyframePair.model_validate(row)
         except ValidationError as exc:

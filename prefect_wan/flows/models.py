@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import PurePosixPath
 from typing import Any, Optional
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prefect_wan.archive.record import ArchiveRecord
 from prefect_wan.client.catalog import DEFAULT_MODEL
+from prefect_wan.client.errors import PreflightError, PreflightViolation
 from prefect_wan.client.images import redact_url
 from prefect_wan.client.request import KeyframeVideoRequest
 
+_OPTIONAL_FIELDS = ("last_frame", "prompt", "label", "model", "negative_prompt", "resolution", "duration", "seed",
+                    "prompt_extend", "watermark", "template")
 _OVERRIDES = ("model", "negative_prompt", "resolution", "duration", "seed", "prompt_extend", "watermark", "template")
 
 
 class GenerationOptions(BaseModel):
     """How to generate, shared by every pair of a run unless a pair overrides it."""
+
+    # A misspelled option ("resolutoin") must be refused, not silently paid at the default.
+    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(default=DEFAULT_MODEL, description="wan2.2-kf2v-flash, wanx2.1/wan2.1-kf2v-plus or wan2.7-i2v.")
     negative_prompt: Optional[str] = Field(default=None, description="What to avoid.")
@@ -32,6 +39,8 @@ class GenerationOptions(BaseModel):
 class KeyframePair(BaseModel):
     """One transition: two frames and a prompt, with optional per-pair overrides."""
 
+    model_config = ConfigDict(extra="forbid")
+
     first_frame: str = Field(description="Path or URL (http(s), s3://, oss://...) of the first frame.")
     last_frame: Optional[str] = Field(default=None, description="Path or URL of the last frame.")
     prompt: Optional[str] = Field(default=None, description="What happens between the frames.")
@@ -45,11 +54,28 @@ class KeyframePair(BaseModel):
     watermark: Optional[bool] = None
     template: Optional[str] = None
 
-    @field_validator("*", mode="before")
+    @field_validator(*_OPTIONAL_FIELDS, mode="before")
     @classmethod
     def _blank_is_missing(cls, value: Any) -> Any:
         # Manifests (CSV above all) spell "not given" as an empty cell.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("first_frame", mode="after")
+    @classmethod
+    def _first_frame_given(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("first_frame is empty: give the path or URL of the first keyframe")
+        return value
+
+    @classmethod
+    def from_fields(cls, **fields: Any) -> "KeyframePair":
+        """Build a pair from flow parameters; refusals name the field (``PreflightError``)."""
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            raise PreflightError([
+                PreflightViolation(".".join(map(str, e["loc"])) or "pair", e.get("input"), _explain(e, cls)) for e in exc.errors()
+            ]) from None
 
     def display_label(self) -> str:
         if self.label:
@@ -69,6 +95,19 @@ class KeyframePair(BaseModel):
         )
 
 
+def unknown_field(name: str, model: type[BaseModel]) -> str:
+    """'unknown field', with the nearest known one when it looks like a typo."""
+    close = difflib.get_close_matches(name, list(model.model_fields), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else f"known fields: {', '.join(model.model_fields)}"
+    return f"unknown field {name!r}; {hint}"
+
+
+def _explain(error: Any, model: type[BaseModel]) -> str:
+    if error["type"] == "extra_forbidden":
+        return unknown_field(str(error["loc"][-1]), model)
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
 class ArchivedVideo(BaseModel):
     """A video in the archive, ready to hand to the next flow."""
 
@@ -83,6 +122,7 @@ class ArchivedVideo(BaseModel):
 
 class PairFailure(BaseModel):
     label: str
+    task_id: Optional[str] = Field(default=None, description="The service task, when one was submitted or adopted.")
     error: str
     code: Optional[str] = None
     message: str

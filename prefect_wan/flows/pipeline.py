@@ -8,16 +8,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Optional, Union
+from typing import Any, AsyncIterator, Optional, Union
 
 from prefect import get_run_logger
+from prefect.client.schemas.objects import State
+from prefect.utilities.annotations import quote
 from prefect.concurrency.asyncio import concurrency, rate_limit
 
 from prefect_wan.archive.destination import ArchiveDestination
 from prefect_wan.archive.record import FrameRecord, RequestRecord
-from prefect_wan.archive.store import find_archived, sidecar_name
+from prefect_wan.archive.store import archive_stem, find_archived, sidecar_name
 from prefect_wan.blocks.credentials import WanCredentials
-from prefect_wan.client.errors import TaskCanceledError, TaskExpiredError, TaskFailedError
+from prefect_wan.client.errors import AdoptedTaskMismatchError, TaskCanceledError, TaskExpiredError, TaskFailedError
 from prefect_wan.client.images import LoadedMedia
 from prefect_wan.client.polling import PollSchedule
 from prefect_wan.client.preflight import PreparedRequest
@@ -90,7 +92,7 @@ def request_record(prepared: PreparedRequest) -> RequestRecord:
 
 
 def _worth_resubmitting(error: Exception, reused: bool) -> bool:
-    if isinstance(error, TaskExpiredError):
+    if isinstance(error, (TaskExpiredError, AdoptedTaskMismatchError)):
         return True  # the id expired or vanished: waiting longer can never help
     if isinstance(error, TaskFailedError) and error.worth_resubmitting:
         return True  # transient failure on the service's side; failed tasks are not billed
@@ -98,25 +100,59 @@ def _worth_resubmitting(error: Exception, reused: bool) -> bool:
     return reused and isinstance(error, (TaskCanceledError, TaskFailedError))
 
 
-async def _submit(request, credentials, fingerprint, label, slots: Slots, *, refresh: bool) -> tuple[SubmittedTask, bool]:
+@dataclass
+class PairProgress:
+    """What is known of one pair while it runs, for reports even when it fails."""
+
+    label: str
+    fingerprint: Optional[str] = None
+    task_id: Optional[str] = None
+    stage: str = "checking"  # checking, submitting, generating, archiving, done, failed
+
+
+_PLAIN = frozenset({"label", "fresh", "force"})
+
+
+async def _call(task: Any, *args: Any, after: Optional[State] = None, **kwargs: Any) -> State:
+    """Run a task with its inputs quoted, and its only upstream the state given.
+
+    Prefect links task inputs to earlier results by object identity, and strings shared by
+    every pair (the model name, the region) would draw edges between unrelated pairs in the run
+    graph; quoting stops that, and ``wait_for`` keeps the pair's own chain.
+    """
+    quoted_args = [quote(a) for a in args]
+    # Labels name the task runs (and are this pair's own); flags are singletons Prefect never links.
+    quoted_kwargs = {key: value if key in _PLAIN else quote(value) for key, value in kwargs.items()}
+    # The upstream state with a stand-in result: Prefect would otherwise look inside the real one
+    # too and find those shared strings again (True is a singleton, which it never links).
+    upstream = [after.model_copy(update={"data": True})] if after is not None else None
+    # Prefect's overloads do not type return_state=True for async tasks; it is awaitable at run time.
+    return await task(*quoted_args, wait_for=upstream, return_state=True, **quoted_kwargs)  # type: ignore[no-any-return]
+
+
+async def _submit(request, credentials, fingerprint, label, slots: Slots, *, refresh: bool, after: Optional[State] = None) -> tuple[State, SubmittedTask, bool]:
     await slots.before_submit()
     task = submit_video.with_options(refresh_cache=True) if refresh else submit_video
-    # Prefect's overloads do not type return_state=True for async tasks; it is awaitable at run time.
-    state = await task(request, credentials, fingerprint=fingerprint, label=label, return_state=True)  # type: ignore[misc]
-    return await state.aresult(), state.name == "Cached"
+    state = await _call(task, request, credentials, fingerprint=fingerprint, label=label, fresh=refresh, after=after)
+    submitted: SubmittedTask = await state.aresult()
+    return state, submitted, state.name == "Cached" or submitted.reused_from is not None
 
 
-async def generate_pair(pair: KeyframePair, options: GenerationOptions, **kwargs) -> ArchivedVideo:
+async def generate_pair(pair: KeyframePair, options: GenerationOptions, *, progress: Optional[PairProgress] = None, **kwargs) -> ArchivedVideo:
     """Frames in, archived video out, reported as an artifact and an event either way.
 
-    Re-running with the same inputs submits and downloads nothing.
+    Re-running with the same inputs submits and downloads nothing. ``progress`` (optional) is kept
+    up to date, so a caller can report on the pair while it runs and after it failed.
     """
-    known: dict[str, str] = {}
+    progress = progress or PairProgress(label=pair.display_label())
     try:
-        video = await _generate(pair, options, known=known, **kwargs)
+        video = await _generate(pair, options, progress=progress, **kwargs)
     except Exception as error:
-        report_failed(pair.display_label(), known.get("fingerprint"), error)
+        progress.stage = "failed"
+        progress.task_id = progress.task_id or getattr(error, "task_id", None)
+        report_failed(progress.label, progress.fingerprint, error, task_id=progress.task_id)
         raise
+    progress.stage = "done"
     await report_archived(video)
     return video
 
@@ -131,39 +167,50 @@ async def _generate(
     poll: Optional[PollSchedule] = None,
     force: bool = False,
     frame_storage_options: Optional[dict] = None,
-    known: dict[str, str],
+    progress: PairProgress,
 ) -> ArchivedVideo:
     logger = get_run_logger()
     label = pair.display_label()
     request = pair.to_request(options, frame_storage_options)
     async with credentials.get_client() as client:
         prepared = await client.prepare(request)  # every rule checked; nothing sent to DashScope
-    fingerprint = known["fingerprint"] = prepared.fingerprint
+    fingerprint = progress.fingerprint = prepared.fingerprint
     record = request_record(prepared)
     del prepared  # the frames' bytes: the submit task reads them again only if it has to submit
 
     def result(archive, reused: bool) -> ArchivedVideo:
         return ArchivedVideo(
             label=label, fingerprint=fingerprint, task_id=archive.task_id, video_url=archive.video.url,
-            sidecar_url=destination.public_url(destination.path(sidecar_name(fingerprint))), reused=reused, record=archive,
+            sidecar_url=destination.public_url(destination.path(sidecar_name(archive_stem(fingerprint, credentials.endpoint)))),
+            reused=reused, record=archive,
         )
 
-    if not force and (existing := await find_archived(destination, fingerprint)) is not None:
+    if not force and (existing := await find_archived(destination, fingerprint, credentials.endpoint)) is not None:
         logger.info("%s: already archived at %s; nothing to submit or download", label, existing.video.url)
+        progress.task_id = existing.task_id
         return result(existing, reused=True)
 
     await asyncio.to_thread(destination.check_writable)
     async with slots.generation():
-        submitted, reused = await _submit(request, credentials, fingerprint, label, slots, refresh=force)
+        progress.stage = "submitting"
+        state, submitted, reused = await _submit(request, credentials, fingerprint, label, slots, refresh=force)
+        progress.task_id, progress.stage = submitted.task_id, "generating"
         if reused:
             logger.info("%s: reusing task %s submitted at %s", label, submitted.task_id, submitted.submitted_at)
+        state = await _call(poll_video, submitted, credentials, poll, label=label, after=state)
         try:
-            video = await poll_video(submitted, credentials, poll, label=label)
-        except (TaskExpiredError, TaskCanceledError, TaskFailedError) as error:
+            video = await state.aresult()
+        except (TaskExpiredError, TaskCanceledError, TaskFailedError, AdoptedTaskMismatchError) as error:
             if not _worth_resubmitting(error, reused):
                 raise
             logger.warning("%s: task %s ended %s; submitting once more", label, submitted.task_id, type(error).__name__)
-            submitted, _ = await _submit(request, credentials, fingerprint, label, slots, refresh=True)
-            video = await poll_video(submitted, credentials, poll, label=label)
-    archive = await archive_video(video, submitted, record, destination, label=label, force=force)
-    return result(archive, reused=False)
+            # No wait_for on the failed poll: Prefect would not run a task whose upstream failed.
+            state, submitted, _ = await _submit(request, credentials, fingerprint, label, slots, refresh=True)
+            progress.task_id = submitted.task_id
+            state = await _call(poll_video, submitted, credentials, poll, label=label, after=state)
+            video = await state.aresult()
+    if submitted.endpoint is None:  # cached by an older version
+        submitted = submitted.model_copy(update={"endpoint": credentials.endpoint})
+    progress.stage = "archiving"
+    state = await _call(archive_video, video, submitted, record, destination, label=label, force=force, after=state)
+    return result(await state.aresult(), reused=False)

@@ -62,12 +62,12 @@ async def report_archived(video: ArchivedVideo) -> None:
     )
 
 
-def report_failed(label: str, fingerprint: Optional[str], error: BaseException) -> None:
+def report_failed(label: str, fingerprint: Optional[str], error: BaseException, *, task_id: Optional[str] = None) -> None:
     emit_event(
         FAILED_EVENT,
         resource=_resource(fingerprint or "unknown", label),
         payload={
-            "label": label, "fingerprint": fingerprint, "error": type(error).__name__,
+            "label": label, "fingerprint": fingerprint, "task_id": task_id, "error": type(error).__name__,
             "code": getattr(error, "code", None), "message": str(error)[:2000],
         },
     )
@@ -78,7 +78,7 @@ async def report_batch(result: BatchResult, key: str) -> None:
         {"label": v.label, "status": "reused" if v.reused else "archived", "video": v.video_url, "task_id": v.task_id, "error": ""}
         for v in result.videos
     ] + [
-        {"label": f.label, "status": "failed", "video": "", "task_id": "", "error": f"{f.error}: {f.message}"[:300]}
+        {"label": f.label, "status": "failed", "video": "", "task_id": f.task_id or "", "error": f"{f.error}: {f.message}"[:300]}
         for f in result.failures
     ]
     await acreate_table_artifact(table=rows, key=key, description=result.summary)

@@ -16,7 +16,7 @@ from prefect.tasks import exponential_backoff
 from prefect_wan.archive.destination import ArchiveDestination
 from prefect_wan.archive.probe import probe_video
 from prefect_wan.archive.record import ArchivedFile, ArchiveRecord, CostEstimate, RequestRecord, VideoProbe
-from prefect_wan.archive.store import download_video, find_archived, publish
+from prefect_wan.archive.store import archive_stem, download_video, find_archived, publish
 from prefect_wan.client.catalog import lookup_model
 from prefect_wan.client.images import redact_url
 from prefect_wan.client.regions import Region
@@ -72,14 +72,16 @@ async def archive_video(
     label: Optional[str] = None,
     force: bool = False,
 ) -> ArchiveRecord:
-    """Archive a finished video at ``{destination}/{fingerprint}.mp4`` with a ``.json`` sidecar.
+    """Archive a finished video at ``{destination}/{stem}.mp4`` with a ``.json`` sidecar (the stem is
+    the fingerprint, tagged with the endpoint unless it is a region's public host).
 
     Already archived and valid: skipped. Otherwise: download to a spool file while hashing,
     check the length, decode it with PyAV, then publish video and sidecar atomically. Retried on
     transient download and storage errors; an expired URL is final.
     """
     logger = get_run_logger()
-    if not force and (existing := await find_archived(destination, submitted.fingerprint)) is not None:
+    endpoint = submitted.endpoint or ""
+    if not force and (existing := await find_archived(destination, submitted.fingerprint, endpoint)) is not None:
         logger.info("%s: already archived at %s", label or "pair", existing.video.url)
         return existing
     spec = lookup_model(request.model)
@@ -94,6 +96,7 @@ async def archive_video(
         def record_for(file: ArchivedFile) -> ArchiveRecord:
             return ArchiveRecord(
                 fingerprint=submitted.fingerprint,
+                endpoint=endpoint,
                 label=label,
                 request=request,
                 task_id=submitted.task_id,
@@ -113,6 +116,6 @@ async def archive_video(
                 warnings=warnings,
             )
 
-        record = await publish(destination, video, record_for, fingerprint=submitted.fingerprint)
+        record = await publish(destination, video, record_for, stem=archive_stem(submitted.fingerprint, endpoint))
     logger.info("%s: archived %d bytes at %s", label or "pair", record.video.bytes, record.video.url)
     return record

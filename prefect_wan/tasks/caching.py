@@ -12,36 +12,24 @@ from typing import Any, Optional
 import httpx
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
-from prefect.locking.filesystem import FileSystemLockManager
 from prefect.settings import get_current_settings
 from prefect.transactions import IsolationLevel
 from prefect.utilities.hashing import hash_objects
 
 from prefect_wan.client.errors import VideoUrlExpiredError
 from prefect_wan.client.preflight import prepare
-
-SUBMIT_LOCK_SECONDS = 600.0
-
-
-class ExpiringFileSystemLockManager(FileSystemLockManager):
-    """File locks that expire: a process killed while submitting must not block its pair forever
-    (Prefect's transactions take locks without a hold timeout)."""
-
-    def __init__(self, lock_files_directory: Path, hold_timeout: float = SUBMIT_LOCK_SECONDS) -> None:
-        super().__init__(lock_files_directory)
-        self.hold_timeout = hold_timeout
-
-    def acquire_lock(self, key, holder, acquire_timeout=None, hold_timeout=None) -> bool:
-        return super().acquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_timeout)
-
-    async def aacquire_lock(self, key, holder, acquire_timeout=None, hold_timeout=None) -> bool:
-        return await super().aacquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_timeout)
+from prefect_wan.tasks.locking import SubmitLockManager
 
 
-def default_lock_manager() -> ExpiringFileSystemLockManager:
+def default_lock_manager() -> SubmitLockManager:
     """Locks under PREFECT_HOME: shared by every process of this machine. For workers on several
     machines, configure the policy with a distributed manager (e.g. prefect-redis)."""
-    return ExpiringFileSystemLockManager(Path(get_current_settings().home) / "locks" / "prefect-wan")
+    return SubmitLockManager(Path(get_current_settings().home) / "locks" / "prefect-wan")
+
+
+def submission_key(fingerprint: str, credentials: Any) -> str:
+    """One key per piece of work and endpoint: the Prefect cache key and the journal's record name."""
+    return f"prefect-wan-submit-{hash_objects(fingerprint, credentials.region, credentials.effective_base_url, credentials.workspace)}"
 
 
 def fingerprint_blocking(request: Any, credentials: Any) -> str:
@@ -68,8 +56,7 @@ class SubmissionCachePolicy(CachePolicy):
     ) -> Optional[str]:
         credentials = inputs["credentials"]
         fingerprint = inputs.get("fingerprint") or fingerprint_blocking(inputs["request"], credentials)
-        identity = (fingerprint, credentials.region, credentials.effective_base_url, credentials.workspace)
-        return f"prefect-wan-submit-{hash_objects(*identity)}"
+        return submission_key(fingerprint, credentials)
 
 
 def submission_cache_policy() -> CachePolicy:

@@ -8,8 +8,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from prefect_wan.blocks.credentials import WanCredentials
-from prefect_wan.client.errors import DashScopeError
+from prefect_wan.client.errors import AdoptedTaskMismatchError, DashScopeError
 from prefect_wan.client.polling import PollSchedule, wait_for_task
+from prefect_wan.client.reconcile import same_prompt
 from prefect_wan.client.results import SubmittedTask, VideoResult
 from prefect_wan.client.wire import TaskResponse
 from prefect_wan.tasks.naming import run_name
@@ -40,4 +41,11 @@ async def poll_video(
         logger.warning("%s: query failed (%s); asking again in %.1f s", label or "pair", error, wait)
 
     async with credentials.get_client() as client:
-        return await wait_for_task(client, submitted.task_id, schedule, on_status=on_status, on_error=on_error)
+        video = await wait_for_task(client, submitted.task_id, schedule, on_status=on_status, on_error=on_error)
+    if submitted.verify_prompt is not None and video.orig_prompt is not None and not same_prompt(submitted.verify_prompt, video.orig_prompt):
+        raise AdoptedTaskMismatchError(
+            f"task {submitted.task_id}, adopted after a lost create answer, was made from another prompt: it is "
+            "not this pair's, so this pair's create never made a task",
+            code="AdoptedTaskMismatch", task_id=submitted.task_id,
+        )
+    return video

@@ -3,22 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
-from typing import Optional
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Optional, Union
 
 from prefect import get_run_logger, task
 from prefect.tasks import exponential_backoff
 
 from prefect_wan.blocks.credentials import WanCredentials
-from prefect_wan.client.errors import SubmissionOutcomeUnknownError, ThrottledError, WanError
+from prefect_wan.client.client import CreateCall, DashScopeClient
+from prefect_wan.client.errors import DashScopeError, SubmissionOutcomeUnknownError, ThrottledError, WanError
+from prefect_wan.client.preflight import PreparedRequest
+from prefect_wan.client.reconcile import Reconciliation, reconcile_lost_create
 from prefect_wan.client.request import KeyframeVideoRequest
 from prefect_wan.client.results import SubmittedTask
-from prefect_wan.tasks.caching import retry_if_transient, submission_cache_policy
+from prefect_wan.client.wire import TaskResponse, parse_service_time
+from prefect_wan.tasks.caching import retry_if_transient, submission_cache_policy, submission_key
+from prefect_wan.tasks.journal import (
+    AttemptState,
+    JournalError,
+    SubmissionAttempt,
+    SubmissionJournal,
+    SubmissionRecord,
+    process_task_ids,
+    remember_task_ids,
+)
 from prefect_wan.tasks.naming import run_name
 
 # Task ids answer for 24 h; an older cached id would poll into UNKNOWN.
 SUBMISSION_CACHE_EXPIRATION = timedelta(hours=23)
 MAX_RETRY_AFTER = 300.0
+# Creates proven (by reconciliation) to have created nothing may be sent again, this often at most.
+MAX_SENDS = 3
 
 
 class FramesChangedError(WanError):
@@ -41,38 +57,169 @@ async def submit_video(
     credentials: WanCredentials,
     fingerprint: Optional[str] = None,
     label: Optional[str] = None,
+    fresh: bool = False,
 ) -> SubmittedTask:
     """Submit one keyframe pair and return the accepted task.
 
     Cached on the request fingerprint (pass ``fingerprint`` when you already have it, to spare
-    reading the frames twice), so retries and re-runs reuse the task instead of paying again.
-    Retried only when the service provably did not accept the call (429, 5xx, no connection); a
-    lost answer raises ``SubmissionOutcomeUnknownError`` with the candidate task ids.
+    reading the frames twice), and journaled before every create call, so retries, re-runs and
+    runs after a crash reuse the task instead of paying again. ``fresh`` asks for a new task even
+    when one is recorded (after that one failed, or to generate again).
+
+    A create whose answer is lost (no answer, a 5xx, an unreadable body) is reconciled with the
+    service's task list: adopted when it provably created our task, resent when it provably
+    created nothing, and otherwise reported as ``SubmissionOutcomeUnknownError`` naming the
+    unexplained candidates; it is never resent blindly.
     """
     logger = get_run_logger()
+    journal = SubmissionJournal()
     async with credentials.get_client() as client:
         prepared = await client.prepare(request)
         if fingerprint and prepared.fingerprint != fingerprint:
             raise FramesChangedError(
                 f"the frames of {label or 'this pair'} changed while it was being submitted; run again"
             )
+        submission = _Submission(client, journal, prepared, credentials, label or "pair", logger)
+        return await submission.run(fresh=fresh)
+
+
+class _Submission:
+    """One submit task's work on one journal record (held under the submit lock of its key)."""
+
+    def __init__(
+        self,
+        client: DashScopeClient,
+        journal: SubmissionJournal,
+        prepared: PreparedRequest,
+        credentials: WanCredentials,
+        label: str,
+        logger: Union[logging.Logger, logging.LoggerAdapter],
+    ) -> None:
+        self.client, self.journal, self.prepared, self.label, self.logger = client, journal, prepared, label, logger
+        self.key = submission_key(prepared.fingerprint, credentials)
+        self.endpoint = credentials.endpoint
+
+    async def run(self, *, fresh: bool) -> SubmittedTask:
+        record = await self.journal.read(self.key) or SubmissionRecord(
+            key=self.key, fingerprint=self.prepared.fingerprint, model=self.prepared.spec.name,
+            endpoint=self.endpoint, prompt=self.prepared.prompt,
+        )
+        if not fresh and (recorded := record.reusable(SUBMISSION_CACHE_EXPIRATION)) is not None:
+            self.logger.info("%s: task %s is recorded for this work (submitted %s); reusing it", self.label, recorded.task_id, recorded.submitted_at)
+            remember_task_ids([recorded.task_id])
+            return recorded.model_copy(update={"reused_from": "journal"})
+        # An intent without an outcome (a crash mid-send, a lost answer, a retried flow): settle it
+        # before sending anything, or it may be paid twice.
+        for attempt in record.unresolved():
+            adopted = await self._settle(record, attempt)
+            if adopted is not None:
+                return adopted
+        call = await self.client.build_create_call(self.prepared)
+        for _ in range(MAX_SENDS):
+            attempt = SubmissionAttempt(sent_at=datetime.now(timezone.utc))
+            record.attempts.append(attempt)
+            await self.journal.write(record)  # the intent, before a byte is sent
+            submitted = await self._send(record, attempt, call)
+            if submitted is not None:
+                return submitted
+        raise SubmissionOutcomeUnknownError(
+            f"{MAX_SENDS} create calls for {self.label} got no answer, and none created a task; giving up for now",
+            code="SubmissionOutcomeUnknown", sent_at=record.attempts[-1].sent_at.isoformat(), model=self.prepared.spec.name,
+        )
+
+    async def _send(self, record: SubmissionRecord, attempt: SubmissionAttempt, call: CreateCall) -> Optional[SubmittedTask]:
+        """The accepted task, or None when the call provably created nothing (send again)."""
         try:
-            submitted = await client.submit(prepared)
+            submitted = await self.client.send_create(call)
+        except SubmissionOutcomeUnknownError as lost:
+            attempt.state, attempt.detail = AttemptState.UNKNOWN, str(lost)[:500]
+            await self.journal.write(record)
+            self.logger.warning("%s: %s; reconciling with the task list", self.label, lost)
+            return await self._settle(record, attempt, lost=lost)
         except ThrottledError as throttled:
+            await self._refused(record, attempt, throttled)
             # Not accepted, so Prefect may retry; when the service says how long to wait, wait that long first.
             if throttled.retry_after:
-                logger.warning("%s: throttled; waiting the %.1f s the service asked for", label or "pair", throttled.retry_after)
+                self.logger.warning("%s: throttled; waiting the %.1f s the service asked for", self.label, throttled.retry_after)
                 await asyncio.sleep(min(throttled.retry_after, MAX_RETRY_AFTER))
             raise
-        except SubmissionOutcomeUnknownError as lost:
-            # Name the tasks created since the call was sent, so a person can decide; never resend.
-            since = datetime.fromisoformat(lost.sent_at) - timedelta(seconds=5)
-            listing = await client.list_tasks(model_name=prepared.spec.name, start_time=since, page_size=20)
-            candidates = [row.task_id for row in listing.data]
-            lost.hint = f"tasks of {prepared.spec.name} created since then: {candidates or 'none'}"
-            raise lost
-    logger.info(
-        "Submitted %s: task %s (request %s, fingerprint %s)",
-        label or "pair", submitted.task_id, submitted.request_id, submitted.fingerprint[:12],
-    )
-    return submitted
+        except DashScopeError as refused:
+            await self._refused(record, attempt, refused)
+            raise
+        return await self._accept(record, attempt, submitted, how="submitted")
+
+    async def _refused(self, record: SubmissionRecord, attempt: SubmissionAttempt, error: DashScopeError) -> None:
+        attempt.state, attempt.request_id, attempt.detail = AttemptState.REFUSED, error.request_id, str(error)[:500]
+        await self._write_after_the_fact(record)
+
+    async def _accept(self, record: SubmissionRecord, attempt: SubmissionAttempt, submitted: SubmittedTask, *, how: str) -> SubmittedTask:
+        attempt.state, attempt.task_id, attempt.request_id = AttemptState.ACCEPTED, submitted.task_id, submitted.request_id
+        record.current = submitted
+        remember_task_ids([submitted.task_id])
+        await self._write_after_the_fact(record)
+        self.logger.info(
+            "%s %s: task %s (request %s, fingerprint %s)",
+            how.capitalize(), self.label, submitted.task_id, submitted.request_id, submitted.fingerprint[:12],
+        )
+        return submitted
+
+    async def _write_after_the_fact(self, record: SubmissionRecord) -> None:
+        # The call is over; a journal that cannot be written now must not turn a paid task into a
+        # failure (the intent stays, and the next run reconciles it).
+        try:
+            await self.journal.write(record)
+        except (JournalError, OSError) as exc:
+            self.logger.error("%s: could not record the outcome in %s: %s", self.label, self.journal.url, exc)
+
+    async def _settle(
+        self, record: SubmissionRecord, attempt: SubmissionAttempt, *, lost: Optional[SubmissionOutcomeUnknownError] = None
+    ) -> Optional[SubmittedTask]:
+        """Reconcile one unresolved attempt: the adopted task, or None when it created nothing."""
+        window_start = attempt.sent_at - timedelta(seconds=10)
+        journal_ids, unresolved = await self.journal.known_task_ids(window_start)
+        ours = sum(1 for a in record.attempts if a.unresolved and a.sent_at >= window_start)
+        outcome: Reconciliation = await reconcile_lost_create(
+            self.client,
+            model=self.prepared.spec.name,
+            sent_at=attempt.sent_at,
+            prompt=self.prepared.prompt,
+            known_ids=journal_ids | process_task_ids() | record.task_ids(),
+            rival_intents=max(0, unresolved - ours),
+        )
+        self.logger.info("%s: reconciled the create sent at %s: %s", self.label, attempt.sent_at, outcome.detail)
+        if outcome.adopted is not None:
+            adopted = self._adopted(outcome.adopted, attempt, verify=outcome.prompt_unverified)
+            return await self._accept(record, attempt, adopted, how="adopted")
+        if outcome.created_nothing:
+            attempt.state, attempt.detail = AttemptState.SUPERSEDED, outcome.detail
+            await self.journal.write(record)
+            return None
+        attempt.state = AttemptState.UNKNOWN
+        await self._write_after_the_fact(record)
+        error = lost or SubmissionOutcomeUnknownError(
+            f"an earlier create for {self.label} (sent {attempt.sent_at.isoformat()}) has no known outcome",
+            code="SubmissionOutcomeUnknown", sent_at=attempt.sent_at.isoformat(), model=self.prepared.spec.name,
+        )
+        error.candidates = outcome.candidates
+        error.hint = (
+            f"{outcome.detail}: {outcome.candidates}. Nothing was resent; a later run reconciles again once the "
+            f"other submissions are recorded. Record: {self.journal.url}/{self.key}.json"
+        )
+        raise error
+
+    def _adopted(self, response: TaskResponse, attempt: SubmissionAttempt, *, verify: bool) -> SubmittedTask:
+        prepared = self.prepared
+        return SubmittedTask(
+            task_id=response.output.task_id,
+            request_id=response.request_id,
+            model=prepared.spec.name,
+            region=self.client.region.value,
+            fingerprint=prepared.fingerprint,
+            submitted_at=parse_service_time(response.output.submit_time) or attempt.sent_at,
+            resolution=prepared.parameters.resolution,
+            duration=prepared.parameters.duration,
+            output_size=prepared.output_size,
+            endpoint=self.endpoint,
+            reused_from="reconciled",
+            verify_prompt=(prepared.prompt or "") if verify else None,
+        )

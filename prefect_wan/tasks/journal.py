@@ -1,0 +1,184 @@
+"""The submission journal: what was sent, when, and what came of it, written *before* each create.
+
+Prefect's cache record is written only once the submit task has finished, so a crash between
+"task accepted" and "result recorded", a lost answer, or a retry of the flow would otherwise
+send a second create (a second bill). The journal closes those gaps: every create call is
+recorded as an intent first, then as accepted or refused. A later attempt that finds an intent
+without an outcome reconciles it with the service's task list before it sends anything.
+
+One JSON document per submission key (fingerprint + endpoint), on any fsspec filesystem: local by
+default (``PREFECT_HOME/prefect-wan/submissions``), or a shared one named by
+``PREFECT_WAN_SUBMISSIONS_URL``. Writes happen under the submit lock of their key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import uuid
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Iterable, Optional
+
+import fsspec
+from fsspec.core import url_to_fs
+from prefect.settings import get_current_settings
+from pydantic import BaseModel, Field, ValidationError
+
+from prefect_wan.client.errors import WanError
+from prefect_wan.client.results import SubmittedTask
+
+SUBMISSIONS_URL_ENV = "PREFECT_WAN_SUBMISSIONS_URL"
+# Task ids answer for 24 h; older records cannot be adopted or reconciled.
+TASK_LIFETIME = timedelta(hours=24)
+
+
+class AttemptState(str, Enum):
+    SENDING = "sending"  # the intent: recorded before the create call goes out
+    ACCEPTED = "accepted"
+    REFUSED = "refused"  # the service provably did not create a task
+    UNKNOWN = "unknown"  # the answer was lost or ambiguous; reconcile before sending again
+    SUPERSEDED = "superseded"  # reconciled: no task was created
+
+
+class SubmissionAttempt(BaseModel):
+    attempt_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+    sent_at: datetime
+    state: AttemptState = AttemptState.SENDING
+    task_id: Optional[str] = None
+    request_id: Optional[str] = None
+    detail: Optional[str] = None
+    host: str = Field(default_factory=socket.gethostname)
+    pid: int = Field(default_factory=os.getpid)
+
+    @property
+    def unresolved(self) -> bool:
+        return self.state in (AttemptState.SENDING, AttemptState.UNKNOWN)
+
+
+class SubmissionRecord(BaseModel):
+    """Everything sent for one submission key, oldest first, and the task in force."""
+
+    key: str
+    fingerprint: str
+    model: str
+    endpoint: str = Field(description="Host (and workspace) the tasks belong to; no secret.")
+    prompt: Optional[str] = None
+    attempts: list[SubmissionAttempt] = Field(default_factory=list)
+    current: Optional[SubmittedTask] = None
+
+    def live_attempts(self, now: Optional[datetime] = None) -> list[SubmissionAttempt]:
+        now = now or datetime.now(timezone.utc)
+        return [a for a in self.attempts if now - a.sent_at < TASK_LIFETIME]
+
+    def unresolved(self) -> list[SubmissionAttempt]:
+        return [a for a in self.live_attempts() if a.unresolved]
+
+    def reusable(self, max_age: timedelta) -> Optional[SubmittedTask]:
+        if self.current is None:
+            return None
+        return self.current if datetime.now(timezone.utc) - self.current.submitted_at < max_age else None
+
+    def task_ids(self) -> set[str]:
+        return {a.task_id for a in self.attempts if a.task_id}
+
+
+def default_journal_url() -> str:
+    return os.environ.get(SUBMISSIONS_URL_ENV) or str(Path(get_current_settings().home) / "prefect-wan" / "submissions")
+
+
+class SubmissionJournal:
+    """Reads and writes submission records under one fsspec root."""
+
+    def __init__(self, url: Optional[str] = None, storage_options: Optional[dict] = None) -> None:
+        self.url = url or default_journal_url()
+        self.fs, self.root = url_to_fs(self.url, **(storage_options or {}))
+        self.root = self.root.rstrip("/")
+
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{key}.json"
+
+    def _read(self, key: str) -> Optional[SubmissionRecord]:
+        try:
+            return SubmissionRecord.model_validate(json.loads(self.fs.cat_file(self._path(key))))
+        except FileNotFoundError:
+            return None
+        except (ValueError, ValidationError) as exc:
+            # Never treat an unreadable record as "nothing sent": that is how a second bill happens.
+            raise JournalError(f"submission record {self._path(key)} is unreadable ({exc}); inspect or remove it") from None
+
+    def _write(self, record: SubmissionRecord) -> None:
+        final = self._path(record.key)
+        partial = f"{final}.partial-{uuid.uuid4().hex[:12]}"
+        if isinstance(self.fs, fsspec.implementations.local.LocalFileSystem):
+            self.fs.makedirs(self.root, exist_ok=True)
+        self.fs.pipe_file(partial, record.model_dump_json(indent=1).encode())
+        self.fs.mv(partial, final)
+
+    async def read(self, key: str) -> Optional[SubmissionRecord]:
+        return await asyncio.to_thread(self._read, key)
+
+    async def write(self, record: SubmissionRecord) -> None:
+        await asyncio.to_thread(self._write, record)
+
+    def _known_task_ids(self, since: datetime) -> tuple[set[str], int]:
+        """Task ids recorded since ``since`` by any run, and how many intents are still unresolved."""
+        ids: set[str] = set()
+        unresolved = 0
+        try:
+            entries = self.fs.ls(self.root, detail=True)
+        except FileNotFoundError:
+            return ids, 0
+        for entry in entries:
+            name = entry["name"]
+            if not name.endswith(".json"):
+                continue
+            modified = _modified(entry)
+            if modified is not None and modified < since:
+                continue
+            try:
+                record = SubmissionRecord.model_validate(json.loads(self.fs.cat_file(name)))
+            except (FileNotFoundError, ValueError, ValidationError):
+                continue
+            for attempt in record.attempts:
+                if attempt.sent_at < since:
+                    continue
+                if attempt.task_id:
+                    ids.add(attempt.task_id)
+                elif attempt.unresolved:
+                    unresolved += 1
+            if record.current is not None:
+                ids.add(record.current.task_id)
+        return ids, unresolved
+
+    async def known_task_ids(self, since: datetime) -> tuple[set[str], int]:
+        return await asyncio.to_thread(self._known_task_ids, since)
+
+
+class JournalError(WanError):
+    """The journal cannot be read or written; nothing is sent while it is so."""
+
+
+def _modified(entry: dict) -> Optional[datetime]:
+    for field in ("mtime", "LastModified", "updated", "last_modified"):
+        value = entry.get(field)
+        if isinstance(value, (int, float)):
+            return datetime.fromtimestamp(value, timezone.utc)
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return None
+
+
+_PROCESS_TASK_IDS: set[str] = set()
+
+
+def remember_task_ids(ids: Iterable[str]) -> None:
+    """Task ids this process created or adopted: never candidates for someone else's lost create."""
+    _PROCESS_TASK_IDS.update(ids)
+
+
+def process_task_ids() -> set[str]:
+    return set(_PROCESS_TASK_IDS)

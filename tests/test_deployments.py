@@ -1,0 +1,112 @@
+"""The shipped deployments: scheduled runs really get created by a real Prefect server, and
+``serve.py`` deploys exactly what ``prefect.yaml`` says."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFECT_YAML = ROOT / "deployments" / "prefect.yaml"
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def scheduling_server(tmp_path_factory):
+    """``prefect server start`` with its services (the test harness runs none), on loopback."""
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    log = (home / "server.log").open("wb")
+    server = subprocess.Popen(
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, (home / "server.log").read_text()[-3000:]
+        time.sleep(0.5)
+    yield api, env, home / "server.log"
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    log.close()
+
+
+def test_deploying_prefect_yaml_gives_scheduled_runs(scheduling_server):
+    api, env, server_log = scheduling_server
+
+    def prefect(*args: str) -> None:
+        done = subprocess.run([PREFECT, "--no-prompt", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    prefect("work-pool", "create", "local-process", "--type", "process")
+    prefect("gcl", "create", "wan-account", "--limit", "2")
+    prefect("deploy", "--prefect-file", str(PREFECT_YAML), "--all")
+
+    deployments = httpx.post(f"{api}/deployments/filter", json={}).raise_for_status().json()
+    nightly = next(d for d in deployments if d["name"] == "nightly-keyframes")
+    assert nightly["schedules"][0]["schedule"]["timezone"] == "Asia/Singapore"
+    deadline = time.monotonic() + 90
+    runs: list = []
+    while time.monotonic() < deadline:
+        runs = httpx.post(
+            f"{api}/flow_runs/filter", json={"deployments": {"id": {"any_": [nightly["id"]]}}}
+        ).raise_for_status().json()
+        if runs:
+            break
+        time.sleep(1)
+    log = server_log.read_text()
+    assert "Can't evaluate bulk DML" not in log, log[-3000:]
+    assert runs and all(run["state_type"] == "SCHEDULED" for run in runs), log[-3000:]
+    assert all(run["expected_start_time"][11:16] == "18:00" for run in runs)  # 02:00 in Singapore
+
+
+def test_serve_builds_what_prefect_yaml_declares():
+    sys.path.insert(0, str(ROOT / "deployments"))
+    try:
+        from serve import build_deployments
+    finally:
+        sys.path.remove(str(ROOT / "deployments"))
+    declared = {d["name"]: d for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]}
+    built = {d.name: d for d in build_deployments()}
+    assert built.keys() == declared.keys()
+    for name, spec in declared.items():
+        deployment = built[name]
+        assert deployment.parameters == spec.get("parameters", {})
+        assert set(deployment.tags) == set(spec.get("tags", []))
+        assert deployment.description == spec.get("description")
+        crons = [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules or []]
+        assert crons == [(s["cron"], s.get("timezone")) for s in spec.get("schedules", [])]
+        limit = deployment.concurrency_limit
+        assert (getattr(limit, "limit", limit)) == spec.get("concurrency_limit")
+        assert [t.expect for t in deployment.triggers] == [set(t["expect"]) for t in spec.get("triggers", [])]
