@@ -1,6 +1,6 @@
-"""Batch makespan against the ideal, queries per task, and peak memory while archiving a large file.
+"""Peak memory while archiving a large file (batch makespans are in bench/scheduler.py).
 
-    python bench/batch.py [pairs] [generation_seconds]
+    python bench/batch.py [megabytes]
 """
 
 from __future__ import annotations
@@ -25,33 +25,6 @@ import httpx  # noqa: E402
 
 from prefect_wan.archive.destination import ArchiveDestination  # noqa: E402
 from prefect_wan.archive.store import Download, download_video, publish  # noqa: E402
-from prefect_wan.client.polling import PollSchedule  # noqa: E402
-from prefect_wan.emulator import run_emulator  # noqa: E402
-from prefect_wan.flows import GenerationOptions, KeyframePair, keyframes_batch  # noqa: E402
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "prefect_wan" / "examples"
-
-
-def batch(pairs: int, generation: float, in_flight: int = 2) -> None:
-    with run_emulator(pending_seconds=0.0, running_seconds=generation, submit_rps=2.0) as emu, tempfile.TemporaryDirectory() as out:
-        todo = [
-            KeyframePair(first_frame=str(EXAMPLES / "first.png"), last_frame=str(EXAMPLES / "last.png"), prompt="bench", seed=i, label=f"pair-{i}")
-            for i in range(pairs)
-        ]
-        poll = PollSchedule(initial_delay=generation * 0.8, interval=0.5, max_interval=2.0, jitter=0.2)
-        started = time.perf_counter()
-        result = asyncio.run(keyframes_batch(
-            pairs=todo, options=GenerationOptions(resolution="480P"), credentials=emu.credentials(),
-            destination=out, max_concurrent=in_flight, poll=poll,
-        ))
-        makespan = time.perf_counter() - started
-        counters = emu.counters()
-    ideal = pairs / 2 * generation
-    per_task = counters.queries / max(counters.submissions_accepted, 1)
-    print(f"batch: {len(result.videos)} pairs archived, generation {generation:g} s, 2 running at once, {in_flight} in flight")
-    print(f"  makespan {makespan:.1f} s vs ideal {ideal:.1f} s (x{makespan / ideal:.2f}, overhead {makespan - ideal:.1f} s)")
-    print(f"  queries per task {per_task:.1f}; submissions {counters.submissions_accepted}; throttled {counters.throttled}")
-
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
@@ -73,7 +46,7 @@ def archive_memory(megabytes: int = 256) -> None:
         async def run() -> Download:
             async with httpx.AsyncClient(timeout=60) as http:
                 video = await download_video(url, Path(spool) / "v.mp4", http=http)
-            await publish(ArchiveDestination(url=out), video, lambda file: _record_stub(file), fingerprint="f" * 64)
+            await publish(ArchiveDestination(url=out), video, lambda file: _record_stub(file), stem="f" * 32)
             return video
 
         tracemalloc.start()
@@ -101,9 +74,4 @@ def _record_stub(file):
 
 
 if __name__ == "__main__":
-    archive_memory()
-    pairs = int(sys.argv[1]) if len(sys.argv) > 1 else 50
-    generation = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
-    batch(pairs, generation, in_flight=2)
-    # One more in flight than the account runs: the service's own queue hides our polling latency.
-    batch(pairs, generation, in_flight=3)
+    archive_memory(int(sys.argv[1]) if len(sys.argv) > 1 else 256)

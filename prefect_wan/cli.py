@@ -161,7 +161,7 @@ def batch(
     seed: Optional[int] = SEED, negative_prompt: Optional[str] = NEGATIVE, prompt_extend: bool = EXTEND,
     watermark: bool = WATERMARK, dest: str = DEST, credentials: Optional[str] = CREDENTIALS, region: Region = REGION,
     base_url: Optional[str] = BASE_URL, emulator: bool = EMULATOR, force: bool = FORCE,
-    max_concurrent: int = typer.Option(2, help="Pairs generating at once."),
+    max_in_flight: int = typer.Option(6, help="Pairs submitted and not yet finished, at most (the service queues the rest of its slots' work)."),
 ) -> None:
     """Generate and archive every pair of a manifest; exit 1 if any pair failed."""
     from prefect_wan.flows import BatchFailedError, keyframes_batch
@@ -171,7 +171,7 @@ def batch(
     async def run() -> int:
         try:
             result = await keyframes_batch(manifest=manifest, options=options, credentials=creds, destination=dest,
-                                           max_concurrent=max_concurrent, force=force)
+                                           max_in_flight=max_in_flight, force=force)
         except BatchFailedError as error:
             typer.echo(f"batch: {error}", err=True)
             return EXIT_FAILED

@@ -275,3 +275,17 @@ async def test_no_create_is_sent_on_a_connection_the_server_is_closing(frames):
                 await client.send_create(call)
         assert emu.counters().submissions_accepted == 6
 
+
+
+async def test_twenty_in_flight_with_dropped_answers_pay_each_pair_once(prefect_harness, emulator, tmp_path):
+    from prefect_wan.flows import GenerationOptions, KeyframePair, keyframes_batch
+
+    emulator.configure(seed=3)
+    emulator.inject(op="submit", action="drop", fraction=0.25, count=None)
+    pairs = [KeyframePair(first_frame=FIRST, last_frame=LAST, prompt="same prompt for all", seed=600 + i, label=f"d{i}") for i in range(20)]
+    result = await keyframes_batch(pairs=pairs, options=GenerationOptions(resolution="480P"), credentials=emulator.credentials(),
+                                   destination=str(tmp_path), poll=POLL, max_in_flight=20)
+    counters = emulator.counters()
+    assert len(result.videos) == 20 and not result.failures
+    assert counters.faults_injected["submit:drop"] >= 2 and counters.submissions_accepted == 20
+    assert len({v.task_id for v in result.videos}) == 20

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, AsyncContextManager, Optional, TypeVar, Union
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,7 +20,7 @@ from prefect_wan.client.errors import (
     error_for,
 )
 from prefect_wan.client.images import LoadedMedia
-from prefect_wan.client.pacing import wait_for_submit_slot
+from prefect_wan.client.pacing import create_turn, wait_for_submit_slot
 from prefect_wan.client.preflight import PreparedRequest, prepare
 from prefect_wan.client.regions import Region, endpoint_identity
 from prefect_wan.client.request import KeyframeVideoRequest
@@ -174,11 +174,16 @@ class DashScopeClient:
         )
         return CreateCall(body=body, prepared=prepared, oss_resolve=any(url.startswith("oss://") for url in urls.values()))
 
+    def create_turn(self, model: str) -> AsyncContextManager[None]:
+        """Hold it to keep this loop's other creates of ``model`` on this host waiting (reentrant)."""
+        return create_turn((self.base_url, model))
+
     async def send_create(self, call: CreateCall) -> SubmittedTask:
-        """Send one create call, once."""
+        """Send one create call, once, in its turn."""
         prepared = call.prepared
-        submitted_at = datetime.now(timezone.utc)
-        response = await self.create_task(call.body, oss_resolve=call.oss_resolve)
+        async with self.create_turn(call.body.model):
+            submitted_at = datetime.now(timezone.utc)
+            response = await self.create_task(call.body, oss_resolve=call.oss_resolve)
         return submitted_task(response, prepared, region=self.region, endpoint=self.endpoint, submitted_at=submitted_at)
 
     async def _media_urls(self, prepared: PreparedRequest) -> dict[str, str]:

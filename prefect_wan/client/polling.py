@@ -38,6 +38,15 @@ class PollSchedule(BaseModel):
         default=3.5 * 3600, gt=0, description="Give up after this many seconds (the service times tasks out at 3 h)."
     )
     max_error_gap: float = Field(default=60.0, gt=0, description="Longest wait after a transient query error.")
+    due_interval: float = Field(
+        default=0.5, gt=0, description="Gap between status checks while a task's end is due (the task watcher)."
+    )
+    sweep_interval: float = Field(
+        default=30.0, gt=0, description="How often the task watcher reads the status of every task in flight."
+    )
+    expected_generation: float = Field(
+        default=120.0, gt=0, description="Generation time assumed until the watcher has seen tasks finish."
+    )
     missing_url_retries: int = Field(
         default=3, ge=0, description="Queries again (with the usual gaps) when SUCCEEDED comes without a video URL."
     )

@@ -35,6 +35,9 @@ SUBMISSION_CACHE_EXPIRATION = timedelta(hours=23)
 MAX_RETRY_AFTER = 300.0
 # Creates proven (by reconciliation) to have created nothing may be sent again, this often at most.
 MAX_SENDS = 3
+# While other creates of the same window have no recorded outcome yet, reconcile again this often.
+RIVAL_ROUNDS = 4
+RIVAL_WAIT_SECONDS = 2.0
 
 
 class FramesChangedError(WanError):
@@ -116,10 +119,13 @@ class _Submission:
                 return adopted
         call = await self.client.build_create_call(self.prepared)
         for _ in range(MAX_SENDS):
-            attempt = SubmissionAttempt(sent_at=datetime.now(timezone.utc))
-            record.attempts.append(attempt)
-            await self.journal.write(record)  # the intent, before a byte is sent
-            submitted = await self._send(record, attempt, call)
+            # The turn spans the intent, the send and, if the answer is lost, the reconciliation: no
+            # other create of this process is then outstanding to muddle the task list we read.
+            async with self.client.create_turn(self.prepared.spec.name):
+                attempt = SubmissionAttempt(sent_at=datetime.now(timezone.utc))
+                record.attempts.append(attempt)
+                await self.journal.write(record)  # the intent, before a byte is sent
+                submitted = await self._send(record, attempt, call)
             if submitted is not None:
                 return submitted
         raise SubmissionOutcomeUnknownError(
@@ -176,16 +182,23 @@ class _Submission:
     ) -> Optional[SubmittedTask]:
         """Reconcile one unresolved attempt: the adopted task, or None when it created nothing."""
         window_start = attempt.sent_at - timedelta(seconds=10)
-        journal_ids, unresolved = await self.journal.known_task_ids(window_start)
-        ours = sum(1 for a in record.attempts if a.unresolved and a.sent_at >= window_start)
-        outcome: Reconciliation = await reconcile_lost_create(
-            self.client,
-            model=self.prepared.spec.name,
-            sent_at=attempt.sent_at,
-            prompt=self.prepared.prompt,
-            known_ids=journal_ids | process_task_ids() | record.task_ids(),
-            rival_intents=max(0, unresolved - ours),
-        )
+        for round_ in range(RIVAL_ROUNDS):
+            journal_ids, unresolved = await self.journal.known_task_ids(window_start)
+            ours = sum(1 for a in record.attempts if a.unresolved and a.sent_at >= window_start)
+            rivals = max(0, unresolved - ours)
+            outcome: Reconciliation = await reconcile_lost_create(
+                self.client,
+                model=self.prepared.spec.name,
+                sent_at=attempt.sent_at,
+                prompt=self.prepared.prompt,
+                known_ids=journal_ids | process_task_ids() | record.task_ids(),
+                rival_intents=rivals,
+            )
+            if outcome.adopted is not None or outcome.created_nothing or not rivals or round_ == RIVAL_ROUNDS - 1:
+                break
+            # Other creates of this window are still being answered: once they are recorded, their
+            # tasks explain themselves and ours stands out.
+            await asyncio.sleep(RIVAL_WAIT_SECONDS)
         self.logger.info("%s: reconciled the create sent at %s: %s", self.label, attempt.sent_at, outcome.detail)
         if outcome.adopted is not None:
             adopted = self._adopted(outcome.adopted, attempt, verify=outcome.prompt_unverified)
