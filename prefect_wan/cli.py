@@ -30,7 +30,7 @@ def _group() -> None:
 
 @contextlib.contextmanager
 def _credentials(
-    block: Optional[str], region: Region, base_url: Optional[str], emulator: bool
+    block: Optional[str], region: Region, base_url: Optional[str], emulator: bool, workspace: Optional[str] = None
 ) -> Iterator[Union["WanCredentials", str]]:
     if emulator:
         from prefect_wan.emulator import run_emulator
@@ -42,9 +42,17 @@ def _credentials(
     if block:
         yield block
         return
+    from pydantic import ValidationError
+
     from prefect_wan.blocks import WanCredentials
 
-    yield WanCredentials(region=region.value, base_url=base_url)
+    try:
+        credentials = WanCredentials(region=region.value, base_url=base_url, workspace=workspace)
+    except ValidationError as error:
+        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
+        typer.echo(f"Refused before sending: {reasons}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    yield credentials
 
 
 def _refusals() -> tuple[type[BaseException], ...]:
@@ -105,9 +113,9 @@ def _options(model, resolution, duration, seed, negative_prompt, prompt_extend, 
     )
 
 
-MODEL = typer.Option("wan2.2-kf2v-flash", help="Model: wan2.2-kf2v-flash, wanx2.1-kf2v-plus (Beijing), wan2.1-kf2v-plus (Singapore), wan2.7-i2v.")
+MODEL = typer.Option("wan2.2-kf2v-flash", help="Model: wan2.2-kf2v-flash, wanx2.1-kf2v-plus (Beijing), wan2.1-kf2v-plus (Singapore), wan2.7-i2v, wan3.0-video(-prime).")
 RESOLUTION = typer.Option(None, help="480P, 720P or 1080P (model default when omitted).")
-DURATION = typer.Option(None, help="Seconds: 5 for kf2v, 2-15 for wan2.7.")
+DURATION = typer.Option(None, help="Seconds: 5 for kf2v, 2-15 for wan2.7, 2-30 or -1 (smart) for wan3.0.")
 SEED = typer.Option(None, help="Seed in [0, 2147483647].")
 NEGATIVE = typer.Option(None, "--negative-prompt", help="What to avoid.")
 EXTEND = typer.Option(True, "--prompt-extend/--no-prompt-extend", help="Let the service rewrite the prompt.")
@@ -116,6 +124,7 @@ DEST = typer.Option("./wan-archive", "--dest", help="Archive: local path or fssp
 CREDENTIALS = typer.Option(None, "--credentials", help="Name of a saved WanCredentials block.")
 REGION = typer.Option(Region.SINGAPORE, help="Region when no block is named (key from DASHSCOPE_API_KEY).")
 BASE_URL = typer.Option(None, "--base-url", help="Host override (a proxy or an emulator).")
+WORKSPACE = typer.Option(None, "--workspace", help="Workspace id; builds the workspace host in Tokyo, Frankfurt and Virginia.")
 EMULATOR = typer.Option(False, "--emulator", help="Run against a local emulator started for this command.")
 FORCE = typer.Option(False, "--force", help="Generate again even if archived.")
 
@@ -129,7 +138,7 @@ def generate(
     model: str = MODEL, resolution: Optional[str] = RESOLUTION, duration: Optional[int] = DURATION,
     seed: Optional[int] = SEED, negative_prompt: Optional[str] = NEGATIVE, prompt_extend: bool = EXTEND,
     watermark: bool = WATERMARK, dest: str = DEST, credentials: Optional[str] = CREDENTIALS, region: Region = REGION,
-    base_url: Optional[str] = BASE_URL, emulator: bool = EMULATOR, force: bool = FORCE,
+    base_url: Optional[str] = BASE_URL, emulator: bool = EMULATOR, force: bool = FORCE, workspace: Optional[str] = WORKSPACE,
 ) -> None:
     """Generate the video between two keyframes and archive it."""
     from prefect_wan.flows import KeyframePair, keyframes_to_video
@@ -145,7 +154,7 @@ def generate(
             typer.echo("(already archived: nothing submitted or downloaded)")
         return EXIT_OK
 
-    with _credentials(credentials, region, base_url, emulator) as creds:
+    with _credentials(credentials, region, base_url, emulator, workspace) as creds:
         try:
             pair = KeyframePair.from_fields(first_frame=first, last_frame=last, prompt=prompt, label=label)
         except _refusals() as error:
@@ -160,7 +169,7 @@ def batch(
     model: str = MODEL, resolution: Optional[str] = RESOLUTION, duration: Optional[int] = DURATION,
     seed: Optional[int] = SEED, negative_prompt: Optional[str] = NEGATIVE, prompt_extend: bool = EXTEND,
     watermark: bool = WATERMARK, dest: str = DEST, credentials: Optional[str] = CREDENTIALS, region: Region = REGION,
-    base_url: Optional[str] = BASE_URL, emulator: bool = EMULATOR, force: bool = FORCE,
+    base_url: Optional[str] = BASE_URL, emulator: bool = EMULATOR, force: bool = FORCE, workspace: Optional[str] = WORKSPACE,
     max_in_flight: int = typer.Option(6, help="Pairs submitted and not yet finished, at most (the service queues the rest of its slots' work)."),
 ) -> None:
     """Generate and archive every pair of a manifest; exit 1 if any pair failed."""
@@ -180,7 +189,7 @@ def batch(
         typer.echo(result.summary)
         return EXIT_OK
 
-    with _credentials(credentials, region, base_url, emulator) as creds:
+    with _credentials(credentials, region, base_url, emulator, workspace) as creds:
         raise typer.Exit(_run(run(), _precheck(creds, dest, manifest=manifest)))
 
 

@@ -23,7 +23,7 @@ def silent_client(region="beijing"):
         sent.append(request)
         return httpx.Response(500)
 
-    return DashScopeClient(FAKE_KEY, region=region, transport=httpx.MockTransport(handler)), sent
+    return DashScopeClient(FAKE_KEY, region=region, base_url="https://dashscope.invalid", transport=httpx.MockTransport(handler)), sent
 
 
 async def refused(request: KeyframeVideoRequest, region="beijing") -> PreflightError:

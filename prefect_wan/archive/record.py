@@ -29,7 +29,9 @@ class RequestRecord(BaseModel):
     prompt: Optional[str] = None
     negative_prompt: Optional[str] = None
     resolution: Optional[str] = None
-    duration: Optional[int] = None
+    ratio: Optional[str] = None
+    audio: Optional[bool] = None
+    duration: Optional[int] = Field(default=None, description="Requested seconds; -1 let the service choose (wan3.0).")
     prompt_extend: Optional[bool] = None
     watermark: Optional[bool] = None
     seed: Optional[int] = None

@@ -7,11 +7,11 @@ from typing import Literal, Optional
 
 import httpx
 from prefect.blocks.abstract import CredentialsBlock
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from prefect_wan.client.client import DashScopeClient, normalize_base_url
 from prefect_wan.client.errors import MissingApiKeyError
-from prefect_wan.client.regions import Region, endpoint_identity
+from prefect_wan.client.regions import Region, endpoint_identity, workspace_base_url
 
 API_KEY_ENV = "DASHSCOPE_API_KEY"
 
@@ -39,9 +39,9 @@ class WanCredentials(CredentialsBlock):
     _logo_url = "https://img.alicdn.com/imgextra/i4/O1CN01EfJVFQ1uZPd7W4W6i_!!6000000006051-2-tps-112-112.png"  # type: ignore[assignment]
     _documentation_url = "https://www.alibabacloud.com/help/en/model-studio/image-to-video-by-first-and-last-frame-api-reference"  # type: ignore[assignment]
 
-    region: Literal["singapore", "beijing"] = Field(
+    region: Literal["singapore", "beijing", "tokyo", "frankfurt", "virginia"] = Field(
         default="singapore",
-        description="DashScope region of the key and models: singapore (dashscope-intl) or beijing.",
+        description="DashScope region of the key and models. Tokyo, Frankfurt and Virginia are served from workspace hosts only.",
     )
     api_key: Optional[SecretStr] = Field(
         default=None,
@@ -55,7 +55,12 @@ class WanCredentials(CredentialsBlock):
     )
     workspace: Optional[str] = Field(
         default=None,
-        description="Sub-workspace id, sent as X-DashScope-WorkSpace.",
+        description="Workspace id: sent as X-DashScope-WorkSpace, and names the workspace host.",
+    )
+    workspace_host: bool = Field(
+        default=False,
+        description="Use the workspace's host ({workspace}.{region id}.maas.aliyuncs.com) instead of the region's classic one; "
+        "always so in regions without a classic host.",
     )
     min_submit_interval: Optional[float] = Field(
         default=None,
@@ -73,9 +78,24 @@ class WanCredentials(CredentialsBlock):
     def _valid_base_url(cls, value: Optional[str]) -> Optional[str]:
         return None if value in (None, "") else normalize_base_url(value)
 
+    @model_validator(mode="after")
+    def _reachable(self) -> "WanCredentials":
+        region = Region(self.region)
+        if self.base_url is None and not self.workspace and (self.workspace_host or region.classic_base_url is None):
+            raise ValueError(
+                f"region {region.value} needs a workspace id to build its host "
+                f"({workspace_base_url(region, '<WorkspaceId>')}), or a full base_url"
+            )
+        return self
+
     @property
     def effective_base_url(self) -> str:
-        return self.base_url or Region(self.region).base_url
+        region = Region(self.region)
+        if self.base_url:
+            return self.base_url
+        if self.workspace and (self.workspace_host or region.classic_base_url is None):
+            return workspace_base_url(region, self.workspace)
+        return region.base_url
 
     @property
     def endpoint(self) -> str:

@@ -30,11 +30,12 @@ class ImageLimits:
 
 @dataclass(frozen=True)
 class Price:
-    """Price of one second of output video."""
+    """Price of one billed second (output video; for wan3.0 input plus output video)."""
 
     amount: float
     currency: str
     confirmed: bool = True
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ class ModelFamily:
     default_duration: int = 5
     has_audio: bool
     supports_driving_audio: bool = False
+    # wan3.0: -1 asks the service to choose the length ("smart duration").
+    smart_duration: bool = False
+    takes_negative_prompt: bool = True
+    ratios: tuple[str, ...] = ()
+    audio_switch: bool = False
 
     def build_input(
         self,
@@ -128,8 +134,24 @@ class Wan27Family(ModelFamily):
         )
 
 
+class Wan30Family(Wan27Family):
+    """wan3.0-video: the wan2.7 endpoint and ``media`` shape, with ratio, audio on/off, 2-30 s."""
+
+    name = "wan3.0"
+    prompt_limit = 20_000
+    min_duration, max_duration = 2, 30
+    supports_driving_audio = False  # reference_* media are exclusive with frames
+    smart_duration = True
+    # UNCONFIRMED: no negative_prompt is documented for wan3.0; refused rather than silently ignored.
+    takes_negative_prompt = False
+    ratios = ("adaptive", "16:9", "4:3", "1:1", "3:4", "9:16")
+    audio_switch = True
+
+
 KF2V = Kf2vFamily()
 WAN27 = Wan27Family()
+WAN30 = Wan30Family()
+FAMILIES = (KF2V, WAN27, WAN30)
 
 KF2V_TEMPLATES = frozenset({"hanfu-1", "solaron", "magazine", "mech1", "mech2"})
 
@@ -152,6 +174,19 @@ class ModelSpec:
 
 _CNY, _USD = "CNY", "USD"
 _SG, _BJ = Region.SINGAPORE, Region.BEIJING
+_TOKYO, _FRANKFURT, _VIRGINIA = Region.TOKYO, Region.FRANKFURT, Region.VIRGINIA
+_ALL_REGIONS = frozenset(Region)
+_WAN30_DISCOUNT = "shown with a limited-time 30 % discount; this is the list price"
+
+
+def _wan30_prices(mainland: tuple[float, float, float], singapore: tuple[float, float, float], note: str = "") -> dict[tuple[Region, str], Price]:
+    """CNY per second of input + output video; the same list price in Beijing, Tokyo, Frankfurt and Virginia."""
+    prices = {}
+    for region in _ALL_REGIONS:
+        amounts = singapore if region is _SG else mainland
+        for tier, amount in zip(("480P", "720P", "1080P"), amounts):
+            prices[(region, tier)] = Price(amount, _CNY, note=note)
+    return prices
 
 _SPECS = [
     ModelSpec(
@@ -203,6 +238,29 @@ _SPECS = [
     ),
 ]
 
+_SPECS += [
+    ModelSpec(
+        name="wan3.0-video",
+        family=WAN30,
+        regions=_ALL_REGIONS,
+        resolutions=("480P", "720P", "1080P"),
+        default_resolution="1080P",
+        prices=_wan30_prices((0.3, 0.6, 1.2), (0.37471, 0.74942, 1.49884), note=_WAN30_DISCOUNT),
+        max_running=5,
+        submit_rps={region: 5.0 for region in _ALL_REGIONS},
+    ),
+    ModelSpec(
+        name="wan3.0-video-prime",
+        family=WAN30,
+        regions=_ALL_REGIONS,
+        resolutions=("480P", "720P", "1080P"),
+        default_resolution="1080P",
+        prices=_wan30_prices((0.45, 0.9, 1.8), (0.495838, 1.020844, 2.041687)),
+        max_running=5,
+        submit_rps={region: 5.0 for region in _ALL_REGIONS},
+    ),
+]
+
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 DEFAULT_MODEL = "wan2.2-kf2v-flash"
 
@@ -216,14 +274,36 @@ def lookup_model(name: str) -> ModelSpec | None:
     if spec is not None:
         return spec
     match = _SNAPSHOT.match(name)
-    if match and match["base"] in MODELS and MODELS[match["base"]].family is WAN27:
+    if match and match["base"] in MODELS and MODELS[match["base"]].family is not KF2V:
         base = MODELS[match["base"]]
         return ModelSpec(**{**base.__dict__, "name": name})
     return None
 
 
-def family_for_path(path: str) -> ModelFamily | None:
-    for family in (KF2V, WAN27):
-        if path.rstrip("/") == family.endpoint_path:
-            return family
-    return None
+def serves_path(spec: ModelSpec, path: str) -> bool:
+    """Whether a create call for ``spec`` belongs on ``path`` (wan2.7 and wan3.0 share theirs)."""
+    return path.rstrip("/") == spec.family.endpoint_path
+
+
+def offered_in(name: str) -> list[Region]:
+    spec = lookup_model(name)
+    return sorted(spec.regions, key=list(Region).index) if spec else []
+
+
+def catalog_table() -> str:
+    """Which model in which region, at what price per second: the README's table, from this catalog."""
+    lines = ["| Model | Family | Region | Resolutions | Price per second | Running at once |", "|---|---|---|---|---|---|"]
+    for spec in _SPECS:
+        for region in offered_in(spec.name):
+            prices = []
+            for tier in spec.resolutions:
+                price = spec.price(region, tier)
+                if price is None:
+                    prices.append(f"{tier}: unpublished")
+                else:
+                    flags = ("" if price.confirmed else " (derived, unconfirmed)") + (" ¹" if price.note else "")
+                    prices.append(f"{tier}: {price.amount:g} {price.currency}{flags}")
+            lines.append(
+                f"| `{spec.name}` | {spec.family.name} | {region.value} | {', '.join(spec.resolutions)} | {'; '.join(prices)} | {spec.max_running} |"
+            )
+    return "\n".join(lines)

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, AsyncContextManager, Optional, TypeVar, Union
+from typing import Any, AsyncContextManager, Callable, Optional, TypeVar, Union
 from urllib.parse import urlsplit
 
 import httpx
@@ -64,6 +64,39 @@ def normalize_base_url(url: str) -> str:
     return f"{parts.scheme}://{netloc}{path}"
 
 
+# Hosts answered somewhere else, as curl's --resolve does: an emulator standing in for a region's
+# or a workspace's host. Empty unless a process asks for it; never read from the environment.
+_RESOLVE: dict[str, str] = {}
+
+
+def resolve_host(host: str, target: str) -> Callable[[], None]:
+    """Send this process's DashScope calls for ``host`` to ``target`` (``http://127.0.0.1:8765``),
+    keeping ``host`` in the Host header. Returns the function that undoes it."""
+    _RESOLVE[host] = target
+
+    def undo() -> None:
+        if _RESOLVE.get(host) == target:
+            del _RESOLVE[host]
+
+    return undo
+
+
+class _ResolvingTransport(httpx.AsyncBaseTransport):
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        target = _RESOLVE.get(request.url.host)
+        if target is not None:
+            to = httpx.URL(target)
+            request.headers["Host"] = request.url.netloc.decode("ascii")
+            request.url = request.url.copy_with(scheme=to.scheme, host=to.host, port=to.port)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 @dataclass
 class CreateCall:
     """A create call ready to send: its body, and the request it was built from."""
@@ -117,11 +150,11 @@ class DashScopeClient:
         self.min_submit_interval = min_submit_interval
         # No auth header at client level: the same pool downloads frames and uploads to OSS hosts,
         # which must never see the key.
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=16, keepalive_expiry=keepalive_expiry)
         self._http = httpx.AsyncClient(
             timeout=timeout or DEFAULT_TIMEOUT,
-            transport=transport,
+            transport=_ResolvingTransport(transport or httpx.AsyncHTTPTransport(limits=limits)),
             headers={"User-Agent": f"prefect-wan/{_VERSION}"},
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16, keepalive_expiry=keepalive_expiry),
         )
 
     @property

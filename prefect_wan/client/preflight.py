@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import httpx
 
-from prefect_wan.client.catalog import MB, MODELS, ImageLimits, ModelSpec, lookup_model
+from prefect_wan.client.catalog import MB, MODELS, ImageLimits, ModelSpec, lookup_model, offered_in
 from prefect_wan.client.errors import PreflightError, PreflightViolation
 from prefect_wan.client.fingerprint import request_fingerprint
 from prefect_wan.client.images import (
@@ -25,7 +25,7 @@ from prefect_wan.client.images import (
 )
 from prefect_wan.client.regions import Region
 from prefect_wan.client.request import KeyframeVideoRequest
-from prefect_wan.client.sizing import predict_output_size
+from prefect_wan.client.sizing import output_size
 from prefect_wan.client.wire import TaskParameters
 
 SEED_MAX = 2_147_483_647
@@ -76,26 +76,39 @@ def check_request(request: KeyframeVideoRequest, region: Region | str) -> Checke
         )
     family = spec.family
     if region not in spec.regions:
-        others = sorted(name for name, s in MODELS.items() if region in s.regions and s.family is family)
+        there = sorted(name for name, s in MODELS.items() if region in s.regions)
+        where = ", ".join(r.value for r in offered_in(spec.name))
         problems.append(
             PreflightViolation(
                 "model",
                 request.model,
-                f"not offered in region {region.value}; model, key and endpoint must be of one region "
-                f"(models of this kind there: {', '.join(others) or 'none'})",
+                f"not offered in region {region.value}; it is offered in {where}. Model, key and endpoint must be of "
+                f"one region (first-and-last-frame models in {region.value}: {', '.join(there) or 'none'})",
             )
         )
     resolution = request.resolution or spec.default_resolution
     if resolution not in spec.resolutions:
         problems.append(PreflightViolation("resolution", request.resolution, f"{spec.name} takes {', '.join(spec.resolutions)}"))
     duration = family.default_duration if request.duration is None else request.duration
-    if not family.min_duration <= duration <= family.max_duration:
+    smart = family.smart_duration and duration == -1
+    if not smart and not family.min_duration <= duration <= family.max_duration:
         rule = (
             f"{spec.name} makes videos of exactly {family.min_duration} s"
             if family.min_duration == family.max_duration
             else f"{spec.name} takes {family.min_duration} to {family.max_duration} s"
+            + (", or -1 to let the service choose" if family.smart_duration else "")
         )
         problems.append(PreflightViolation("duration", request.duration, rule))
+    if request.ratio is not None:
+        if not family.ratios:
+            problems.append(PreflightViolation("ratio", request.ratio, f"{spec.name} takes no ratio (its output follows the first frame)"))
+        elif request.ratio not in family.ratios:
+            problems.append(PreflightViolation("ratio", request.ratio, f"must be one of {', '.join(family.ratios)}"))
+    if request.audio is not None and not family.audio_switch:
+        state = "always has an audio track" if family.has_audio else "makes silent videos"
+        problems.append(PreflightViolation("audio", request.audio, f"{spec.name} {state}; audio on/off is for wan3.0 models"))
+    if request.negative_prompt and not family.takes_negative_prompt:
+        problems.append(PreflightViolation("negative_prompt", request.negative_prompt, f"{spec.name} documents no negative prompt; put it in the prompt"))
     if request.seed is not None and not 0 <= request.seed <= SEED_MAX:
         problems.append(PreflightViolation("seed", request.seed, f"must be in [0, {SEED_MAX}]"))
     prompt = _check_text("prompt", request.prompt, family.prompt_limit, request.truncate_prompts, problems)
@@ -123,6 +136,8 @@ def check_request(request: KeyframeVideoRequest, region: Region | str) -> Checke
         negative_prompt=negative,
         parameters=TaskParameters(
             resolution=resolution,
+            ratio=(request.ratio or "adaptive") if family.ratios else None,
+            audio=(True if request.audio is None else request.audio) if family.audio_switch else None,
             duration=duration,
             prompt_extend=request.prompt_extend,
             watermark=request.watermark,
@@ -180,7 +195,7 @@ async def prepare(
         driving_audio_sha256=audio.sha256 if audio else None,
     )
     resolution = checked.parameters.resolution or checked.spec.default_resolution
-    size = predict_output_size(first.width, first.height, resolution) if first.width else None
+    size = output_size(checked.parameters.ratio, first.width, first.height, resolution)
     return PreparedRequest(
         **checked.__dict__,
         first_frame=first,

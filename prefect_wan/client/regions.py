@@ -1,25 +1,62 @@
-"""DashScope regions and their public API hosts."""
+"""DashScope regions and their API hosts: a classic host where there is one, and workspace hosts."""
 
 from __future__ import annotations
 
 from enum import Enum
+from typing import Optional
 
 
 class Region(str, Enum):
     """A DashScope region. Model names, API keys and hosts belong to exactly one region."""
 
-    SINGAPORE = "singapore"
     BEIJING = "beijing"
+    SINGAPORE = "singapore"
+    TOKYO = "tokyo"
+    FRANKFURT = "frankfurt"
+    VIRGINIA = "virginia"
+
+    @property
+    def region_id(self) -> str:
+        """Alibaba Cloud's id of the region, as it appears in workspace hosts."""
+        return _REGION_IDS[self]
+
+    @property
+    def classic_base_url(self) -> Optional[str]:
+        """The region's shared host, where the first-and-last-frame models are served from one."""
+        return _CLASSIC_BASE_URLS.get(self)
 
     @property
     def base_url(self) -> str:
-        return _BASE_URLS[self]
+        """The classic host; raises ``ValueError`` for regions served only from workspace hosts."""
+        url = self.classic_base_url
+        if url is None:
+            raise ValueError(
+                f"region {self.value} is served only from workspace hosts ({workspace_base_url(self, '<WorkspaceId>')}): "
+                "give the workspace id, or a full base_url"
+            )
+        return url
 
 
-_BASE_URLS: dict[Region, str] = {
+_REGION_IDS: dict[Region, str] = {
+    Region.BEIJING: "cn-beijing",
+    Region.SINGAPORE: "ap-southeast-1",
+    Region.TOKYO: "ap-northeast-1",
+    Region.FRANKFURT: "eu-central-1",
+    Region.VIRGINIA: "us-east-1",
+}
+
+# Classic hosts serving the first-and-last-frame models. Virginia's dashscope-us host serves other
+# models only (kf2v and wan2.7 are not offered there), and wan3.0 is documented on workspace hosts
+# alone; so Tokyo, Frankfurt and Virginia have none here.
+_CLASSIC_BASE_URLS: dict[Region, str] = {
     Region.SINGAPORE: "https://dashscope-intl.aliyuncs.com",
     Region.BEIJING: "https://dashscope.aliyuncs.com",
 }
+
+
+def workspace_base_url(region: Region, workspace_id: str) -> str:
+    """``https://{WorkspaceId}.{region id}.maas.aliyuncs.com``, the newer per-workspace host."""
+    return f"https://{workspace_id}.{region.region_id}.maas.aliyuncs.com"
 
 
 def endpoint_identity(base_url: str, workspace: str | None = None) -> str:
@@ -28,5 +65,6 @@ def endpoint_identity(base_url: str, workspace: str | None = None) -> str:
 
 
 def is_public_endpoint(endpoint: str) -> bool:
-    """A region's own public host with no workspace (not an emulator, proxy or workspace host)."""
-    return endpoint in _BASE_URLS.values()
+    """A region's own public host (classic, or a workspace host), not an emulator or proxy."""
+    host = endpoint.split("#", 1)[0]
+    return host in _CLASSIC_BASE_URLS.values() or (host.startswith("https://") and host.endswith(".maas.aliyuncs.com"))

@@ -27,3 +27,12 @@ def predict_output_size(width: int, height: int, resolution: str) -> tuple[int, 
     out_w = 16 * isqrt((budget * width) // (256 * height))
     out_h = 16 * isqrt((budget * height) // (256 * width))
     return max(out_w, 16), max(out_h, 16)
+
+
+def output_size(ratio: str | None, width: int, height: int, resolution: str) -> tuple[int, int] | None:
+    """The predicted size for a request: a fixed ``ratio`` (wan3.0) decides the shape, otherwise
+    (``adaptive`` or none) the first frame does. None when the frame's size is unknown (oss://)."""
+    if ratio and ratio != "adaptive":
+        across, down = (int(part) for part in ratio.split(":"))
+        return predict_output_size(across, down, resolution)
+    return predict_output_size(width, height, resolution) if width else None

@@ -102,6 +102,9 @@ class TaskWatcher:
         self.client = self._make_client()
         try:
             await self._loop()
+        except Exception as error:  # a bug here must fail the waiters, never leave them hanging
+            logger.exception("task watcher stopped")
+            self._fail_all(error)
         finally:
             client, self.client = self.client, None
             await client.aclose()
@@ -289,7 +292,7 @@ class TaskWatcher:
                     code="PollTimeout", task_id=watched.task_id,
                 ))
 
-    def _fail_all(self, error: DashScopeError) -> None:
+    def _fail_all(self, error: Exception) -> None:
         for watched in list(self._watched.values()):
             self._watched.pop(watched.task_id, None)
             if not watched.future.done():

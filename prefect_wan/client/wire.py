@@ -68,6 +68,8 @@ class TaskInput(WireModel):
 
 class TaskParameters(WireModel):
     resolution: Optional[str] = None
+    ratio: Optional[str] = None  # wan3.0
+    audio: Optional[bool] = None  # wan3.0
     duration: Optional[int] = None
     prompt_extend: Optional[bool] = None
     watermark: Optional[bool] = None

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import math
 import time
 import uuid
 from datetime import datetime
@@ -21,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from prefect_wan.client.catalog import KF2V, WAN27, family_for_path, lookup_model
+from prefect_wan.client.catalog import KF2V, WAN27, WAN30, lookup_model, serves_path
 from prefect_wan.client.images import SourceError, decode_data_uri, inspect_image, redact_url
 from prefect_wan.client.wire import SERVICE_TZ, CreateTaskBody, TaskStatus
 from prefect_wan.emulator.config import EmulatorConfig
@@ -31,6 +32,9 @@ from prefect_wan.emulator.state import EmulatedTask, EmulatorState, Upload
 ADMIN = "/__emulator__"
 OSS_PATH = "/__oss__/upload"
 FILES = "/__files__"
+WAN30_FRAME_TYPES = {"first_frame", "last_frame"}
+WAN30_REFERENCE_TYPES = {"reference_image", "reference_video", "reference_audio", "file", "link"}
+WAN30_MIXED = "The two modes are mutually exclusive. Do not pass reference_xx and first_frame/last_frame at the same time."
 WAN27_MEDIA_SETS = [
     {"first_frame"}, {"first_frame", "driving_audio"}, {"first_frame", "last_frame"},
     {"first_frame", "last_frame", "driving_audio"}, {"first_clip"}, {"first_clip", "last_frame"},
@@ -62,6 +66,10 @@ def _account(request: Request, state: EmulatorState) -> str:
         raise ServiceError(401, "InvalidApiKey", "No API-key provided.")
     key = header[7:].strip()
     if key not in state.config.api_keys:
+        raise ServiceError(401, "InvalidApiKey", "Invalid API-key provided.")
+    # A workspace host names its region: keys belong to one region, as on the real service.
+    host = request.headers.get("host", "").split(":")[0]
+    if host.endswith(".maas.aliyuncs.com") and host.split(".")[1] != state.config.region.region_id:
         raise ServiceError(401, "InvalidApiKey", "Invalid API-key provided.")
     # All accepted keys belong to one main account, as on the real service.
     return "account-1"
@@ -109,8 +117,7 @@ async def create_task(request: Request) -> Response:
     spec = lookup_model(body.model)
     if spec is None or state.config.region not in spec.regions:
         raise ServiceError(400, "InvalidParameter", "Model not exist.")
-    path_family = family_for_path(request.url.path)
-    if path_family is not spec.family:
+    if not serves_path(spec, request.url.path):
         raise ServiceError(400, "InvalidParameter", "url error, please check url!")
     if not state.take_submit_token(account, spec):
         state.counters.throttled += 1
@@ -126,8 +133,15 @@ async def create_task(request: Request) -> Response:
     if resolution not in spec.resolutions:
         raise ServiceError(400, "InvalidParameter", f"The resolution is invalid, it must be one of {', '.join(spec.resolutions)}.")
     duration = family.default_duration if params.duration is None else params.duration
+    if family.smart_duration and duration == -1:
+        # "Smart duration": the service picks a length for the content; here, one the prompt decides.
+        duration = 4 + len(body.input.prompt or "") % 7
     if not family.min_duration <= duration <= family.max_duration:
         raise ServiceError(400, "InvalidParameter", f"The duration is invalid, it must be in [{family.min_duration}, {family.max_duration}].")
+    ratio = params.ratio or ("adaptive" if family.ratios else None)
+    if ratio is not None and ratio not in family.ratios:
+        raise ServiceError(400, "InvalidParameter", f"The ratio is invalid, it must be one of {', '.join(family.ratios) or 'none'}.")
+    audio = family.has_audio and (params.audio is not False or not family.audio_switch)
     if params.seed is not None and not 0 <= params.seed <= 2_147_483_647:
         raise ServiceError(400, "InvalidParameter", "The seed must be in [0, 2147483647].")
     task_input = body.input
@@ -138,7 +152,18 @@ async def create_task(request: Request) -> Response:
 
     failure = None
     urls = family.frame_urls(task_input)
-    if family is WAN27:
+    if family is WAN30:
+        types = [item.type for item in task_input.media or []]
+        frames = [t for t in types if t in WAN30_FRAME_TYPES]
+        if not types and not task_input.prompt:
+            raise ServiceError(400, "InvalidParameter", "Field required: input.prompt or input.media")
+        if len(frames) != len(set(frames)):
+            raise ServiceError(400, "InvalidParameter", "first_frame and last_frame may each be given once.")
+        if frames and set(types) & WAN30_REFERENCE_TYPES:
+            failure = ("InvalidParameter", WAN30_MIXED)  # documented as an asynchronous failure
+        elif "first_frame" not in frames:
+            raise ServiceError(400, "InvalidParameter", "The emulator renders first-and-last-frame transitions only.")
+    elif family is WAN27:
         if task_input.media is None:
             # Observed on the real service: accepted, then failed asynchronously.
             failure = ("InvalidParameter", "Field required: input.media")
@@ -167,7 +192,7 @@ async def create_task(request: Request) -> Response:
     task = state.create_task(
         spec=spec, account=account, prompt=prompt, first=first, last=last, first_size=first_size, failure=failure,
         params={
-            "resolution": resolution, "duration": duration, "seed": params.seed,
+            "resolution": resolution, "duration": duration, "seed": params.seed, "ratio": ratio, "audio": audio,
             "prompt_extend": True if params.prompt_extend is None else params.prompt_extend,
             "watermark": bool(params.watermark),
         },
@@ -244,6 +269,17 @@ async def _load_image(
 # --- query, list, cancel -------------------------------------------------------------------
 
 
+def _ratio_text(width: int, height: int) -> str:
+    divisor = math.gcd(width, height)
+    return f"{width // divisor}:{height // divisor}"
+
+
+def _own_base(request: Request) -> str:
+    """This server's own address: a request may name a workspace host, which only resolves here."""
+    host, port = request.scope.get("server") or ("127.0.0.1", 80)
+    return f"http://{host}:{port}"
+
+
 def _task_body(request: Request, state: EmulatorState, task: EmulatedTask) -> dict[str, Any]:
     output: dict[str, Any] = {
         "task_id": task.task_id,
@@ -259,7 +295,7 @@ def _task_body(request: Request, state: EmulatorState, task: EmulatedTask) -> di
         video = state.videos[task.video_token]
         expires = int(time.time() + (video.expires - state.now()))
         signature = hmac.new(state.secret.encode(), task.video_token.encode(), hashlib.sha1).hexdigest()[:16]
-        output["video_url"] = f"{str(request.base_url).rstrip('/')}{FILES}/{task.video_token}.mp4?Expires={expires}&Signature={signature}"
+        output["video_url"] = f"{_own_base(request)}{FILES}/{task.video_token}.mp4?Expires={expires}&Signature={signature}"
         output["orig_prompt"] = task.prompt or ""
         if task.params["prompt_extend"] and task.prompt:
             output["actual_prompt"] = f"{task.prompt}. Cinematic lighting, smooth camera motion, detailed textures."
@@ -270,6 +306,12 @@ def _task_body(request: Request, state: EmulatorState, task: EmulatedTask) -> di
                 usage["video_ratio"] = "standard"
             else:
                 usage["SR"] = int(task.params["resolution"].rstrip("P"))
+        elif task.spec.family is WAN30:
+            # Documented as floats, with fps and the ratio made.
+            width, height = task.size
+            usage = {"video_count": 1, "duration": float(seconds), "input_video_duration": 0.0, "output_video_duration": float(seconds),
+                     "fps": state.config.fps, "SR": int(task.params["resolution"].rstrip("P")),
+                     "ratio": task.params["ratio"] if task.params["ratio"] != "adaptive" else _ratio_text(width, height)}
         else:
             usage = {"duration": seconds, "input_video_duration": 0, "output_video_duration": seconds,
                      "video_count": 1, "SR": int(task.params["resolution"].rstrip("P"))}
@@ -337,7 +379,7 @@ async def list_tasks(request: Request) -> Response:
         row = {
             "api_key_id": "emulator", "caller_parent_id": task.account, "caller_uid": task.account,
             "gmt_create": int(created.timestamp() * 1000), "model_name": task.spec.name,
-            "region": {"beijing": "cn-beijing", "singapore": "ap-southeast-1"}[state.config.region.value],
+            "region": state.config.region.region_id,
             "request_id": task.request_id, "status": task.status.value, "task_id": task.task_id,
             "user_api_unique_key": f"apikey:v1:aigc:{'image2video' if task.spec.family is KF2V else 'video-generation'}:video-synthesis:{task.spec.name}",
         }
@@ -392,7 +434,7 @@ async def get_policy(request: Request) -> Response:
         "request_id": str(uuid.uuid4()),
         "data": {
             "policy": policy, "signature": _sign(state, policy), "upload_dir": upload_dir,
-            "upload_host": f"{str(request.base_url).rstrip('/')}{OSS_PATH}", "expire_in_seconds": cfg.policy_ttl_seconds,
+            "upload_host": f"{_own_base(request)}{OSS_PATH}", "expire_in_seconds": cfg.policy_ttl_seconds,
             "max_file_size_mb": 100, "capacity_limit_mb": 999999999, "oss_access_key_id": "LTAI-emulator",
             "x_oss_object_acl": "private", "x_oss_forbid_overwrite": "true",
         },

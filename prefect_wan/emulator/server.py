@@ -6,12 +6,13 @@ import contextlib
 import socket
 import threading
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import httpx
 import uvicorn
 from pydantic import SecretStr
 
+from prefect_wan.client.client import resolve_host
 from prefect_wan.emulator.app import ADMIN, create_app
 from prefect_wan.emulator.config import EmulatorConfig
 from prefect_wan.emulator.faults import FaultRule
@@ -26,6 +27,7 @@ class RunningEmulator:
         self.config = config
         self.state = state
         self._admin = httpx.Client(base_url=base_url + ADMIN, timeout=30.0)
+        self._undo: list[Callable[[], None]] = []
 
     @property
     def api_key(self) -> str:
@@ -39,6 +41,20 @@ class RunningEmulator:
             overrides.setdefault("min_submit_interval", 1.0 / self.config.submit_rps)
         return WanCredentials(
             api_key=SecretStr(self.api_key), region=self.config.region.value, base_url=self.base_url, **overrides
+        )
+
+    def workspace_credentials(self, workspace: str = "ws-emulator", **overrides: Any):
+        """A ``WanCredentials`` block that reaches this emulator through the workspace host of its
+        region (``{workspace}.{region id}.maas.aliyuncs.com``), resolved here for this process."""
+        from prefect_wan.blocks import WanCredentials
+        from prefect_wan.client.regions import workspace_base_url
+
+        host = httpx.URL(workspace_base_url(self.config.region, workspace)).host
+        self._undo.append(resolve_host(host, self.base_url))
+        if self.config.submit_rps is not None:
+            overrides.setdefault("min_submit_interval", 1.0 / self.config.submit_rps)
+        return WanCredentials(
+            api_key=SecretStr(self.api_key), region=self.config.region.value, workspace=workspace, workspace_host=True, **overrides
         )
 
     def counters(self) -> Counters:
@@ -66,6 +82,8 @@ class RunningEmulator:
         self._admin.post("/reset").raise_for_status()
 
     def close(self) -> None:
+        for undo in self._undo:
+            undo()
         self._admin.close()
 
 

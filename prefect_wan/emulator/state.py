@@ -16,8 +16,8 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, Field
 
-from prefect_wan.client.catalog import WAN27, ModelSpec
-from prefect_wan.client.sizing import predict_output_size
+from prefect_wan.client.catalog import ModelSpec
+from prefect_wan.client.sizing import output_size, predict_output_size
 from prefect_wan.client.wire import TaskStatus, format_service_time
 from prefect_wan.emulator.config import EmulatorConfig
 from prefect_wan.emulator.faults import FaultBook
@@ -158,7 +158,7 @@ class EmulatorState:
             first=first,
             last=last,
             failure=failure,
-            size=predict_output_size(*first_size, params["resolution"]),
+            size=output_size(params.get("ratio"), *first_size, params["resolution"]) or predict_output_size(*first_size, params["resolution"]),
         )
         fault = self.faults.take("task")
         if fault is not None and fault.action == "fail":
@@ -217,7 +217,7 @@ class EmulatorState:
                     task.first, task.last = b"", None  # rendered or failed: the frames are not needed again
 
     def _render(self, task: EmulatedTask) -> Future:
-        audio = task.spec.family is WAN27
+        audio = bool(task.params.get("audio"))
         width, height = task.size
         seconds = task.params["duration"]
         digest = hashlib.sha256(

@@ -14,9 +14,8 @@ from prefect_wan.client.errors import PreflightError, PreflightViolation
 from prefect_wan.client.images import redact_url
 from prefect_wan.client.request import KeyframeVideoRequest
 
-_OPTIONAL_FIELDS = ("last_frame", "prompt", "label", "model", "negative_prompt", "resolution", "duration", "seed",
-                    "prompt_extend", "watermark", "template")
-_OVERRIDES = ("model", "negative_prompt", "resolution", "duration", "seed", "prompt_extend", "watermark", "template")
+_OVERRIDES = ("model", "negative_prompt", "resolution", "duration", "ratio", "audio", "seed", "prompt_extend", "watermark", "template")
+_OPTIONAL_FIELDS = ("last_frame", "prompt", "label", *_OVERRIDES)
 
 
 class GenerationOptions(BaseModel):
@@ -28,7 +27,9 @@ class GenerationOptions(BaseModel):
     model: str = Field(default=DEFAULT_MODEL, description="wan2.2-kf2v-flash, wanx2.1/wan2.1-kf2v-plus or wan2.7-i2v.")
     negative_prompt: Optional[str] = Field(default=None, description="What to avoid.")
     resolution: Optional[str] = Field(default=None, description="480P, 720P or 1080P (model default when empty).")
-    duration: Optional[int] = Field(default=None, description="Seconds: 5 for kf2v, 2-15 for wan2.7.")
+    duration: Optional[int] = Field(default=None, description="Seconds: 5 for kf2v, 2-15 for wan2.7, 2-30 or -1 (smart) for wan3.0.")
+    ratio: Optional[str] = Field(default=None, description="wan3.0: adaptive, 16:9, 4:3, 1:1, 3:4 or 9:16.")
+    audio: Optional[bool] = Field(default=None, description="wan3.0: with an audio track (default) or silent.")
     seed: Optional[int] = Field(default=None, description="Seed in [0, 2147483647]; random when empty.")
     prompt_extend: bool = Field(default=True, description="Let the service rewrite the prompt.")
     watermark: bool = Field(default=False, description="Add the 'AI generated' mark.")
@@ -49,6 +50,8 @@ class KeyframePair(BaseModel):
     negative_prompt: Optional[str] = None
     resolution: Optional[str] = None
     duration: Optional[int] = None
+    ratio: Optional[str] = None
+    audio: Optional[bool] = None
     seed: Optional[int] = None
     prompt_extend: Optional[bool] = None
     watermark: Optional[bool] = None

@@ -79,6 +79,8 @@ def request_record(prepared: PreparedRequest) -> RequestRecord:
         prompt=prepared.prompt,
         negative_prompt=prepared.negative_prompt,
         resolution=params.resolution,
+        ratio=params.ratio,
+        audio=params.audio,
         duration=params.duration,
         prompt_extend=params.prompt_extend,
         watermark=params.watermark,

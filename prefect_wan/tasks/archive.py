@@ -46,7 +46,7 @@ def _warnings(request: RequestRecord, probe: VideoProbe, expected_audio: bool) -
     found = []
     if request.predicted_size and (probe.width, probe.height) != tuple(request.predicted_size):
         found.append(f"size {probe.width}x{probe.height} differs from the predicted {request.predicted_size[0]}x{request.predicted_size[1]}")
-    if request.duration and abs(probe.duration_seconds - request.duration) > 0.5:
+    if request.duration and request.duration > 0 and abs(probe.duration_seconds - request.duration) > 0.5:
         found.append(f"duration {probe.duration_seconds} s differs from the requested {request.duration} s")
     if probe.codec != "h264":
         found.append(f"codec {probe.codec}, expected h264")
@@ -89,7 +89,9 @@ async def archive_video(
         async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT) as http:
             video = await download_video(result.video_url, Path(spool) / "video.mp4", http=http)
         probe = await asyncio.to_thread(probe_video, video.path)
-        warnings = _warnings(request, probe, expected_audio=bool(spec and spec.family.has_audio))
+        family = spec.family if spec else None
+        expected_audio = bool(family and family.has_audio and (request.audio is not False))
+        warnings = _warnings(request, probe, expected_audio=expected_audio)
         for warning in warnings:
             logger.warning("%s: %s", label or "pair", warning)
 
