@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/queries.py
 	$(BIN)/python bench/batch.py
+	$(BIN)/python bench/scheduler.py --flow
 
 clean:
 	rm -rf $(VENV) wan-archive .pytest_cache

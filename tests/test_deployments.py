@@ -70,7 +70,7 @@ def test_deploying_prefect_yaml_gives_scheduled_runs(scheduling_server):
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     prefect("work-pool", "create", "local-process", "--type", "process")
-    prefect("gcl", "create", "wan-account", "--limit", "2")
+    prefect("gcl", "create", "wan-account", "--limit", "6")
     prefect("deploy", "--prefect-file", str(PREFECT_YAML), "--all")
 
     deployments = httpx.post(f"{api}/deployments/filter", json={}).raise_for_status().json()

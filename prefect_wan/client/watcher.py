@@ -136,7 +136,7 @@ class TaskWatcher:
         running = [w for w in self._watched.values() if w.running_since is not None]
         quick = min(schedule.due_interval, schedule.interval)
         if not running:
-            delay = quick if any(w.status == "PENDING" for w in self._watched.values()) and self._generation is None else schedule.interval
+            delay = schedule.interval  # nothing can end before it has started
         else:
             expected = self._generation or schedule.expected_generation
             now = time.monotonic()

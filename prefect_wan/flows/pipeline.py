@@ -33,8 +33,8 @@ from prefect_wan.tasks.submit import submit_video
 
 @dataclass
 class Slots:
-    """What bounds a run: pairs generating at once (the account runs 2) and, when named, a
-    Prefect global concurrency limit and rate limit shared with every other run."""
+    """What bounds a run: pairs in flight (submitted and unfinished) and, when named, a Prefect
+    global concurrency limit and rate limit shared with every other run."""
 
     generating: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
     concurrency_limit: Optional[str] = None

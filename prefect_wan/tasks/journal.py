@@ -23,8 +23,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Iterable, Optional
 
-import fsspec
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 from prefect.settings import get_current_settings
 from pydantic import BaseModel, Field, ValidationError
 
@@ -113,7 +113,7 @@ class SubmissionJournal:
     def _write(self, record: SubmissionRecord) -> None:
         final = self._path(record.key)
         partial = f"{final}.partial-{uuid.uuid4().hex[:12]}"
-        if isinstance(self.fs, fsspec.implementations.local.LocalFileSystem):
+        if isinstance(self.fs, LocalFileSystem):
             self.fs.makedirs(self.root, exist_ok=True)
         self.fs.pipe_file(partial, record.model_dump_json(indent=1).encode())
         self.fs.mv(partial, final)

@@ -146,34 +146,20 @@ class SubmitLockManager:
         )
 
     def acquire_lock(self, key: str, holder: str, acquire_timeout: Optional[float] = None, hold_timeout: Optional[float] = None) -> bool:
-        started = time.monotonic()
-        next_report = 0.0
-        while True:
-            acquired, info = self._attempt(key, holder, hold_timeout)
-            if acquired:
-                return True
-            waited = time.monotonic() - started
-            if acquire_timeout is not None and waited >= acquire_timeout:
+        waiting = _Waiting(self, key, acquire_timeout)
+        while not (outcome := self._attempt(key, holder, hold_timeout))[0]:
+            if waiting.gives_up(outcome[1]):
                 return False
-            if waited >= next_report:
-                self._report_wait(key, info, waited)
-                next_report = waited + _REPORT_EVERY
             time.sleep(_POLL)
+        return True
 
     async def aacquire_lock(self, key: str, holder: str, acquire_timeout: Optional[float] = None, hold_timeout: Optional[float] = None) -> bool:
-        started = time.monotonic()
-        next_report = 0.0
-        while True:
-            acquired, info = await asyncio.to_thread(self._attempt, key, holder, hold_timeout)
-            if acquired:
-                return True
-            waited = time.monotonic() - started
-            if acquire_timeout is not None and waited >= acquire_timeout:
+        waiting = _Waiting(self, key, acquire_timeout)
+        while not (outcome := await asyncio.to_thread(self._attempt, key, holder, hold_timeout))[0]:
+            if waiting.gives_up(outcome[1]):
                 return False
-            if waited >= next_report:
-                self._report_wait(key, info, waited)
-                next_report = waited + _REPORT_EVERY
             await asyncio.sleep(_POLL)
+        return True
 
     def release_lock(self, key: str, holder: str) -> None:
         info = self.read(key)
@@ -204,3 +190,21 @@ class SubmitLockManager:
                 return False
             await asyncio.sleep(_POLL)
         return True
+
+
+class _Waiting:
+    """One acquisition's wait: when it gives up, and when to say again whom it waits for."""
+
+    def __init__(self, manager: SubmitLockManager, key: str, timeout: Optional[float]) -> None:
+        self.manager, self.key, self.timeout = manager, key, timeout
+        self.started = time.monotonic()
+        self.next_report = 0.0
+
+    def gives_up(self, holder: Optional[LockInfo]) -> bool:
+        waited = time.monotonic() - self.started
+        if self.timeout is not None and waited >= self.timeout:
+            return True
+        if waited >= self.next_report:
+            self.manager._report_wait(self.key, holder, waited)
+            self.next_report = waited + _REPORT_EVERY
+        return False
