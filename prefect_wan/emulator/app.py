@@ -209,7 +209,8 @@ class _DroppedResponse(JSONResponse):
     """The task exists, but the client never hears so: the connection is cut instead."""
 
     async def __call__(self, scope, receive, send) -> None:
-        if not _abort(send):  # not under uvicorn: the best we can do is a truncated answer
+        # Starlette wraps send, not receive: either may lead to uvicorn's connection.
+        if not (_abort(send) or _abort(receive)):  # not under uvicorn: the best we can do is a truncated answer
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1000")]})
             await send({"type": "http.response.body", "body": b'{"output":', "more_body": False})
 

@@ -114,7 +114,8 @@ class _Submission:
         # An intent without an outcome (a crash mid-send, a lost answer, a retried flow): settle it
         # before sending anything, or it may be paid twice.
         for attempt in record.unresolved():
-            adopted = await self._settle(record, attempt)
+            async with self.client.create_turn(self.prepared.spec.name):
+                adopted = await self._settle(record, attempt)
             if adopted is not None:
                 return adopted
         call = await self.client.build_create_call(self.prepared)
