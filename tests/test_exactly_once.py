@@ -260,14 +260,24 @@ async def test_reconcile_branches(emulator):
             await reconcile_lost_create(client, model=MODEL, sent_at=sent_at, prompt="p", known_ids=set())
 
 
+async def test_reconciling_an_old_intent_keeps_to_the_list_windows_24_hours(emulator):
+    async with emulator.credentials().get_client() as client:
+        long_ago = datetime.now(timezone.utc) - timedelta(hours=30)
+        outcome = await reconcile_lost_create(client, model=MODEL, sent_at=long_ago, prompt="p", known_ids=set(), settle_seconds=0)
+        assert outcome.created_nothing
+        with pytest.raises(Exception, match="within 24 hours"):
+            await client.list_tasks(start_time=long_ago)
+
+
 async def test_no_create_is_sent_on_a_connection_the_server_is_closing(frames):
-    # The server closes idle connections after 1 s; requests go out after ~1 s of idleness, the
-    # moment a connection kept for longer would be closing under them.
+    # Scaled down: the server closes idle connections after 1 s (servers: 5-60 s), the client reuses
+    # only those idle for less than 0.4 s (2 s by default). Requests go out after ~1 s of idleness,
+    # the moment a connection kept for longer would be closing under them.
     from prefect_wan.emulator import run_emulator
 
     with run_emulator(idle_timeout_seconds=1, pending_seconds=0.05, running_seconds=0.1, submit_rps=1000.0) as emu:
         credentials = emu.credentials()
-        async with credentials.get_client() as client:
+        async with credentials.get_client(keepalive_expiry=0.4) as client:
             prepared = await client.prepare(request(413))
             call = await client.build_create_call(prepared)
             for gap in (0.95, 0.98, 1.0, 1.02, 1.05, 0.99):

@@ -133,6 +133,12 @@ async def test_videos_are_never_reused_across_endpoints(prefect_harness, emulato
     (tmp_path / f"{stem}.json").write_text(json.dumps(legacy))
     (tmp_path / f"{stem}.mp4").write_bytes(Path(mine.record.video.path).read_bytes())
     assert await find_archived(ArchiveDestination(url=str(tmp_path)), mine.fingerprint, public) is None
+    # Between public hosts of the region (classic and a workspace's), an archive is reused.
+    legacy["endpoint"] = public
+    (tmp_path / f"{stem}.json").write_text(json.dumps(legacy))
+    workspace = "https://ws1.ap-southeast-1.maas.aliyuncs.com#workspace=ws1"
+    assert archive_stem(mine.fingerprint, workspace) == stem
+    assert await find_archived(ArchiveDestination(url=str(tmp_path)), mine.fingerprint, workspace) is not None
 
 
 def _killed_while_publishing(destination: str) -> None:

@@ -85,3 +85,11 @@ async def test_one_watcher_per_account_and_loop(emulator):
     one = shared_watcher(key, credentials.endpoint, credentials.get_client, QUICK)
     assert shared_watcher(key, credentials.endpoint, credentials.get_client, QUICK) is one
     assert shared_watcher("sk-another-key", credentials.endpoint, credentials.get_client, QUICK) is not one
+
+
+async def test_a_refused_list_falls_back_to_queries_by_id(emulator):
+    emulator.configure(running_seconds=0.2, pending_seconds=0.05)
+    (task_id,) = await submit_many(emulator, 1)
+    emulator.inject(op="list", count=None, status=400, code="InvalidParameter", message="unexpected")
+    result = await watcher(emulator).wait(task_id, model=MODEL)
+    assert result.status is TaskStatus.SUCCEEDED and emulator.counters().queries >= 1

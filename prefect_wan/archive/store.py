@@ -151,7 +151,9 @@ def _reusable(record: ArchiveRecord, fingerprint: str, endpoint: str) -> bool:
     if record.fingerprint != fingerprint:
         return False
     if record.endpoint is not None:
-        return record.endpoint == endpoint
+        # The region is in the fingerprint, so any two public hosts (classic or a workspace's) make
+        # the same kind of video: a move to workspace hosts must not pay for the archive again.
+        return record.endpoint == endpoint or (is_public_endpoint(record.endpoint) and is_public_endpoint(endpoint))
     # Written before sidecars named their endpoint: trust it only for a public host, and only if
     # the video did not come from a loopback emulator.
     host = urlsplit(record.source_video_url).netloc

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Optional
 
 from prefect_wan.client.errors import DashScopeError, SubmissionOutcomeUnknownError
-from prefect_wan.client.wire import ListedTask, TaskResponse
+from prefect_wan.client.wire import LIST_WINDOW, ListedTask, TaskResponse
 
 if TYPE_CHECKING:
     from prefect_wan.client.client import DashScopeClient
@@ -75,7 +75,8 @@ async def reconcile_lost_create(
     settle_seconds: float = DEFAULT_SETTLE_SECONDS,
 ) -> Reconciliation:
     """Decide what a lost create did. Raises ``SubmissionOutcomeUnknownError`` if the list fails."""
-    since = sent_at - WINDOW_SLACK
+    # The list API answers for windows of at most 24 h.
+    since = max(sent_at - WINDOW_SLACK, datetime.now(timezone.utc) - LIST_WINDOW)
     try:
         unexplained = [row for row in await _list_window(client, model, since) if row.task_id not in known_ids]
         if not unexplained and settle_seconds > 0:

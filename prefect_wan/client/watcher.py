@@ -21,10 +21,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Awaitable, Callable, Optional
 
-from prefect_wan.client.errors import DashScopeError, PollTimeoutError, ThrottledError, VideoMissingError
+from prefect_wan.client.errors import (
+    AccessDeniedError,
+    ArrearsError,
+    AuthenticationError,
+    DashScopeError,
+    PollTimeoutError,
+    ThrottledError,
+    VideoMissingError,
+)
 from prefect_wan.client.polling import PollSchedule, raise_for_final_status
 from prefect_wan.client.results import VideoResult
-from prefect_wan.client.wire import ListedTask, TaskResponse, TaskStatus
+from prefect_wan.client.wire import LIST_WINDOW, ListedTask, TaskResponse, TaskStatus
 
 if TYPE_CHECKING:
     from prefect_wan.client.client import DashScopeClient
@@ -38,6 +46,8 @@ WINDOW_SLACK = timedelta(minutes=2)
 LIST_PAGE = 100
 # Oldest never-seen-running tasks queried by id per tick while nothing of their model runs.
 PROBES_PER_TICK = 2
+# Tasks queried by id per tick while the list cannot be used.
+FALLBACK_PER_TICK = 5
 
 
 @dataclass
@@ -151,6 +161,17 @@ class TaskWatcher:
         return max(0.01, delay * (1 + self._rng.uniform(-schedule.jitter, schedule.jitter)))
 
     async def _tick(self) -> None:
+        try:
+            await self._tick_by_list()
+        except DashScopeError as error:
+            if error.retryable or isinstance(error, (AuthenticationError, AccessDeniedError, ArrearsError)):
+                raise
+            # The list refused us (a 400 we did not foresee): ask the oldest tasks by id instead.
+            logger.warning("task watcher: the task list failed (%s); querying tasks by id", error)
+            for watched in sorted(self._watched.values(), key=lambda w: w.submitted_at)[:FALLBACK_PER_TICK]:
+                await self._check(watched)
+
+    async def _tick_by_list(self) -> None:
         models = sorted({w.model for w in self._watched.values()})
         running_ids: set[str] = set()
         oldest_running: dict[str, int] = {}
@@ -201,7 +222,7 @@ class TaskWatcher:
         pending = [w for w in self._watched.values() if w.task_id not in exclude]
         if not pending:
             return []
-        since = min(w.submitted_at for w in pending) - WINDOW_SLACK
+        since = max(min(w.submitted_at for w in pending) - WINDOW_SLACK, datetime.now(timezone.utc) - LIST_WINDOW)
         seen: dict[str, ListedTask] = {}
         for model in sorted({w.model for w in pending}):
             for listed in await self._list(model=model, start_time=since):

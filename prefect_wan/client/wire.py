@@ -16,6 +16,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 # that serve these models (Beijing, Singapore) are UTC+8, so that is what we assume and emit.
 SERVICE_TZ = timezone(timedelta(hours=8))
 SERVICE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+# The task list answers for windows of at most 24 h; ours stay a little inside that.
+LIST_WINDOW = timedelta(hours=23, minutes=55)
 
 
 def format_service_time(moment: datetime) -> str:
