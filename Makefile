@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/queries.py
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/scheduler.py --flow
+	$(BIN)/python bench/stitch.py
 
 clean:
 	rm -rf $(VENV) wan-archive .pytest_cache
