@@ -94,3 +94,41 @@ class ArchiveRecord(BaseModel):
     probe: VideoProbe
     warnings: list[str] = Field(default_factory=list)
     producer: str = "prefect-wan"
+
+
+class SegmentRecord(BaseModel):
+    """One transition of a storyboard, in order."""
+
+    index: int
+    label: str
+    fingerprint: str
+    task_id: str
+    video_url: str
+    sidecar_url: str
+    seconds: float
+    cost: CostEstimate
+
+
+class StitchRecord(BaseModel):
+    method: str = Field(description="remux (packets untouched) or reencode.")
+    reason: str
+    drop_boundary: bool
+    fit: Optional[str] = None
+    dropped_frames: int = 0
+
+
+class StoryboardRecord(BaseModel):
+    """The sidecar of a stitched storyboard: its segments in order, how they were joined, what it cost."""
+
+    schema_version: int = SIDECAR_SCHEMA_VERSION
+    kind: str = "storyboard"
+    fingerprint: str
+    endpoint: Optional[str] = None
+    label: Optional[str] = None
+    segments: list[SegmentRecord]
+    stitch: StitchRecord
+    total_cost: CostEstimate
+    archived_at: datetime
+    video: ArchivedFile
+    probe: VideoProbe
+    producer: str = "prefect-wan"

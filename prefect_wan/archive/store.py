@@ -16,11 +16,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from prefect_wan.archive.destination import ArchiveDestination, ArchiveDestinationError
 from prefect_wan.archive.record import ArchivedFile, ArchiveRecord
@@ -126,10 +126,13 @@ def _publish(fs, final: str, write: Callable[[str], None]) -> None:
             fs.rm(partial)
 
 
-async def publish(destination: ArchiveDestination, video: Download, record_for, *, stem: str) -> ArchiveRecord:
+Record = TypeVar("Record", bound=BaseModel)
+
+
+async def publish(destination: ArchiveDestination, video: Download, record_for: Callable[[ArchivedFile], Record], *, stem: str) -> Record:
     """Put the verified video in place, then its sidecar built by ``record_for(ArchivedFile)``."""
 
-    def work() -> ArchiveRecord:
+    def work() -> Record:
         fs, root = destination.ensure_root()
         video_path, sidecar_path = f"{root}/{video_name(stem)}", f"{root}/{sidecar_name(stem)}"
         _publish(fs, video_path, lambda partial: fs.put_file(str(video.path), partial))
@@ -137,7 +140,7 @@ async def publish(destination: ArchiveDestination, video: Download, record_for, 
         if stored != video.bytes:
             fs.rm(video_path)
             raise VideoDownloadError(f"{video_path}: stored {stored} bytes, expected {video.bytes}")
-        record: ArchiveRecord = record_for(
+        record = record_for(
             ArchivedFile(path=video_path, url=destination.public_url(video_path), bytes=stored, sha256=video.sha256)
         )
         sidecar = record.model_dump_json(indent=2).encode()
@@ -147,7 +150,7 @@ async def publish(destination: ArchiveDestination, video: Download, record_for, 
     return await asyncio.to_thread(work)
 
 
-def _reusable(record: ArchiveRecord, fingerprint: str, endpoint: str) -> bool:
+def _reusable(record: Any, fingerprint: str, endpoint: str) -> bool:
     if record.fingerprint != fingerprint:
         return False
     if record.endpoint is not None:
@@ -156,13 +159,14 @@ def _reusable(record: ArchiveRecord, fingerprint: str, endpoint: str) -> bool:
         return record.endpoint == endpoint or (is_public_endpoint(record.endpoint) and is_public_endpoint(endpoint))
     # Written before sidecars named their endpoint: trust it only for a public host, and only if
     # the video did not come from a loopback emulator.
-    host = urlsplit(record.source_video_url).netloc
+    host = urlsplit(getattr(record, "source_video_url", "")).netloc
     return is_public_endpoint(endpoint) and not host.startswith(_LOOPBACK)
 
 
 async def find_archived(
-    destination: ArchiveDestination, fingerprint: str, endpoint: str, *, verify_checksum: bool = False
-) -> Optional[ArchiveRecord]:
+    destination: ArchiveDestination, fingerprint: str, endpoint: str, *, verify_checksum: bool = False,
+    record_type: type[Any] = ArchiveRecord,
+) -> Optional[Any]:
     """The record of a complete, valid archive of this work made through ``endpoint``, or None.
 
     Raises ``ArchiveDestinationError`` when the archive cannot be read at all (no credentials,
@@ -170,11 +174,11 @@ async def find_archived(
     """
     stem = archive_stem(fingerprint, endpoint)
 
-    def check() -> Optional[ArchiveRecord]:
+    def check() -> Optional[Any]:
         fs, root = destination.filesystem()
         video_path, sidecar_path = f"{root}/{video_name(stem)}", f"{root}/{sidecar_name(stem)}"
         try:
-            record = ArchiveRecord.model_validate(json.loads(fs.cat_file(sidecar_path)))
+            record = record_type.model_validate(json.loads(fs.cat_file(sidecar_path)))
             size = fs.info(video_path)["size"]
         except (FileNotFoundError, ValidationError, ValueError):
             return None

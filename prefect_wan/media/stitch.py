@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import av
+from PIL import ImageOps
 
 Method = Literal["remux", "reencode"]
+Fit = Literal["pad", "crop"]
 
 
 class StitchError(ValueError):
@@ -79,8 +81,12 @@ def _reorders(packets: list[av.Packet]) -> bool:
     return pts != sorted(pts)
 
 
-def stitch(clips: list[Path], out: Path, *, drop_boundary: bool = False, reencode: bool = False) -> StitchResult:
-    """Join ``clips`` in order into ``out``; remux when possible, re-encode otherwise (or if asked)."""
+def stitch(clips: list[Path], out: Path, *, drop_boundary: bool = False, reencode: bool = False, fit: Fit = "pad") -> StitchResult:
+    """Join ``clips`` in order into ``out``; remux when possible, re-encode otherwise (or if asked).
+
+    Clips of another size than the first are fitted to it when re-encoding: ``pad`` (letterbox) or
+    ``crop`` (fill, cutting the edges).
+    """
     if len(clips) < 2:
         raise StitchError(f"stitching needs at least 2 clips, got {len(clips)}")
     infos = [inspect_clip(Path(c)) for c in clips]
@@ -92,7 +98,7 @@ def stitch(clips: list[Path], out: Path, *, drop_boundary: bool = False, reencod
     if not reason and drop_boundary and any(_reorders(_video_packets(i.path)) for i in infos[:-1]):
         reason = "frames are reordered (B-frames), so a boundary frame cannot be dropped without re-encoding"
     if reason:
-        return _reencode(infos, out, drop_boundary=drop_boundary, reason=reason)
+        return _reencode(infos, out, drop_boundary=drop_boundary, reason=reason, fit=fit)
     return _remux(infos, out, drop_boundary=drop_boundary)
 
 
@@ -144,7 +150,15 @@ def _shift(packets: list[av.Packet], stream, output, start: float) -> None:
         output.mux(packet)
 
 
-def _reencode(infos: list[ClipInfo], out: Path, *, drop_boundary: bool, reason: str) -> StitchResult:
+def _fitted(frame: av.VideoFrame, width: int, height: int, fit: Fit) -> av.VideoFrame:
+    if (frame.width, frame.height) == (width, height):
+        return frame.reformat(format="yuv420p")
+    image = frame.to_image()
+    shaped = ImageOps.pad(image, (width, height), color=(0, 0, 0)) if fit == "pad" else ImageOps.fit(image, (width, height))
+    return av.VideoFrame.from_image(shaped).reformat(format="yuv420p")
+
+
+def _reencode(infos: list[ClipInfo], out: Path, *, drop_boundary: bool, reason: str, fit: Fit) -> StitchResult:
     first = infos[0]
     rate = first.rate
     with_audio = all(i.audio for i in infos)
@@ -161,7 +175,7 @@ def _reencode(infos: list[ClipInfo], out: Path, *, drop_boundary: bool, reason: 
                 decoded = decoded[:-1]
                 dropped += 1
             for frame in decoded:
-                picture = frame.reformat(width=first.width, height=first.height, format="yuv420p")
+                picture = _fitted(frame, first.width, first.height, fit)
                 picture.pts, picture.time_base = frames, Fraction(1, 1) / rate
                 for packet in video_out.encode(picture):
                     output.mux(packet)

@@ -1,0 +1,225 @@
+"""``keyframes_storyboard``: N keyframes, N-1 transitions through the pay-once pair pipeline, one
+stitched video archived like any other."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any, Optional, Union
+
+from prefect import flow, get_run_logger
+from prefect.events import emit_event
+from pydantic import BaseModel
+
+from prefect_wan.archive.destination import DEFAULT_DESTINATION, ArchiveDestination
+from prefect_wan.archive.probe import probe_video
+from prefect_wan.archive.record import ArchivedFile, CostEstimate, SegmentRecord, StitchRecord, StoryboardRecord
+from prefect_wan.archive.store import CHUNK, Download, archive_stem, find_archived, publish, sidecar_name
+from prefect_wan.blocks.credentials import WanCredentials
+from prefect_wan.client.errors import PreflightError, PreflightViolation, WanError
+from prefect_wan.client.images import redact_url
+from prefect_wan.client.polling import PollSchedule
+from prefect_wan.client.sizing import output_size
+from prefect_wan.flows.batch import DEFAULT_IN_FLIGHT
+from prefect_wan.flows.keyframes import Destination
+from prefect_wan.flows.models import ArchivedVideo, GenerationOptions, KeyframePair
+from prefect_wan.flows.pipeline import Slots, generate_pair, resolve_credentials
+from prefect_wan.media.stitch import Fit, stitch
+
+STORYBOARD_EVENT = "prefect_wan.storyboard.archived"
+STORYBOARD_VERSION = 1
+
+
+class StoryboardFailedError(WanError):
+    """Some transitions failed; the others are archived and will be reused by the next run."""
+
+
+class ArchivedStoryboard(BaseModel):
+    label: str
+    fingerprint: str
+    video_url: str
+    sidecar_url: str
+    reused: bool
+    record: StoryboardRecord
+
+
+def _transitions(keyframes: list[str], prompts: Union[str, list[Optional[str]], None], overrides: dict[int, dict[str, Any]], label: str) -> list[KeyframePair]:
+    if len(keyframes) < 2:
+        raise PreflightError([PreflightViolation("keyframes", keyframes, "a storyboard needs at least 2 keyframes")])
+    count = len(keyframes) - 1
+    if isinstance(prompts, list) and len(prompts) != count:
+        raise PreflightError([PreflightViolation("prompts", f"{len(prompts)} prompts", f"give one prompt for all, or one per transition ({count})")])
+    each = prompts if isinstance(prompts, list) else [prompts] * count
+    unknown = sorted(set(overrides) - set(range(1, count + 1)))
+    if unknown:
+        raise PreflightError([PreflightViolation("overrides", unknown, f"transitions are numbered 1 to {count}")])
+    return [
+        KeyframePair.from_fields(
+            first_frame=keyframes[i], last_frame=keyframes[i + 1], prompt=each[i], label=f"{label}-{i + 1:02d}", **overrides.get(i + 1, {})
+        )
+        for i in range(count)
+    ]
+
+
+async def _check_shapes(pairs: list[KeyframePair], options: GenerationOptions, credentials: WanCredentials,
+                        frame_storage_options: Optional[dict], fit: Optional[str]) -> tuple[list[str], bool]:
+    """Every transition preflighted (nothing sent); their fingerprints, and whether sizes differ."""
+    async with credentials.get_client() as client:
+        prepared = [await client.prepare(pair.to_request(options, frame_storage_options)) for pair in pairs]
+    # The size each keyframe would give as a first frame: a keyframe of another shape would have
+    # its transitions cropped or padded differently on either side of it.
+    last = prepared[-1]
+    tier = last.parameters.resolution or last.spec.default_resolution
+    ends = output_size(last.parameters.ratio, last.last_frame.width, last.last_frame.height, tier) if last.last_frame else None
+    sizes = [p.output_size for p in prepared] + [ends]
+    differ = len(set(sizes)) > 1
+    if differ and fit is None:
+        first = sizes[0]
+        raise PreflightError([
+            PreflightViolation(
+                f"keyframes[{index}]", keyframe,
+                f"{PurePosixPath(redact_url(keyframe or '')).name} would make {size[0]}x{size[1]} transitions but keyframe 0 makes {first[0]}x{first[1]}: use keyframes of one "
+                "aspect ratio, or fit='pad' or 'crop'" if size and first else "its size cannot be known before sending",
+            )
+            for index, (keyframe, size) in enumerate(zip([p.first_frame for p in pairs] + [pairs[-1].last_frame], sizes))
+            if size != first
+        ])
+    return [p.fingerprint for p in prepared], differ
+
+
+def storyboard_fingerprint(segments: list[str], *, drop_boundary: bool, fit: Optional[str]) -> str:
+    document = {"v": STORYBOARD_VERSION, "segments": segments, "drop_boundary": drop_boundary, "fit": fit}
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def _hashed(path: Path) -> Download:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return Download(path, path.stat().st_size, digest.hexdigest())
+
+
+def _total(videos: list[ArchivedVideo]) -> CostEstimate:
+    costs = [v.record.cost for v in videos]
+    currencies = {c.currency for c in costs}
+    if any(c.amount is None for c in costs) or len(currencies) != 1:
+        return CostEstimate(note="unknown: some segment has no price, or prices differ in currency")
+    return CostEstimate(
+        amount=round(sum(c.amount or 0 for c in costs), 6), currency=currencies.pop(), confirmed=all(c.confirmed for c in costs),
+        billed_seconds=sum(c.billed_seconds or 0 for c in costs), note="sum of the segments' list prices",
+    )
+
+
+@flow(name="keyframes-storyboard")
+async def keyframes_storyboard(
+    keyframes: list[str],
+    prompts: Union[str, list[Optional[str]], None] = None,
+    options: GenerationOptions = GenerationOptions(),
+    overrides: Optional[dict[int, dict[str, Any]]] = None,
+    label: str = "storyboard",
+    credentials: Union[WanCredentials, str, None] = None,
+    destination: Destination = DEFAULT_DESTINATION,
+    storage_options: Optional[dict[str, Any]] = None,
+    frame_storage_options: Optional[dict[str, Any]] = None,
+    drop_boundary: bool = True,
+    fit: Optional[Fit] = None,
+    max_in_flight: int = DEFAULT_IN_FLIGHT,
+    concurrency_limit: Optional[str] = None,
+    rate_limit: Optional[str] = None,
+    force: bool = False,
+    poll: Optional[PollSchedule] = None,
+) -> ArchivedStoryboard:
+    """Generate the N-1 transitions between N keyframes and stitch them, in order, into one MP4.
+
+    Args:
+        keyframes: Paths or URLs of the keyframes, in order.
+        prompts: One prompt for every transition, or a list with one per transition.
+        options: Generation options for every transition.
+        overrides: Per-transition fields (1-based): ``{2: {"seed": 7, "prompt": "..."}}``.
+        label: Name of the storyboard; transitions are ``<label>-01``, ``<label>-02``...
+        drop_boundary: Show each inner keyframe once (clip i ends on the frame clip i+1 starts on).
+        fit: When transitions would differ in size: ``pad`` or ``crop`` them to the first one's.
+            Without it such keyframes are refused before anything is paid.
+        max_in_flight: Transitions submitted and unfinished at once.
+
+    Returns:
+        The stitched video's archive location and its sidecar record; re-runs reuse every archived
+        transition and the storyboard itself.
+    """
+    logger = get_run_logger()
+    pairs = _transitions(keyframes, prompts, overrides or {}, label)
+    resolved = await resolve_credentials(credentials)
+    target = ArchiveDestination.coerce(destination, storage_options)
+    segments, differ = await _check_shapes(pairs, options, resolved, frame_storage_options, fit)
+    fingerprint = storyboard_fingerprint(segments, drop_boundary=drop_boundary, fit=fit)
+    stem = archive_stem(fingerprint, resolved.endpoint)
+
+    def result(record: StoryboardRecord, reused: bool) -> ArchivedStoryboard:
+        return ArchivedStoryboard(
+            label=label, fingerprint=fingerprint, video_url=record.video.url,
+            sidecar_url=target.public_url(target.path(sidecar_name(stem))), reused=reused, record=record,
+        )
+
+    if not force and (existing := await find_archived(target, fingerprint, resolved.endpoint, record_type=StoryboardRecord)) is not None:
+        logger.info("%s: already archived at %s", label, existing.video.url)
+        return result(existing, reused=True)
+
+    await asyncio.to_thread(target.check_writable)
+    slots = Slots(asyncio.Semaphore(max_in_flight), concurrency_limit, rate_limit)
+    outcomes = await asyncio.gather(
+        *(generate_pair(pair, options, credentials=resolved, destination=target, slots=slots, poll=poll, force=force,
+                        frame_storage_options=frame_storage_options) for pair in pairs),
+        return_exceptions=True,
+    )
+    failed = [(pair.label, error) for pair, error in zip(pairs, outcomes) if isinstance(error, BaseException)]
+    if failed:
+        raise StoryboardFailedError(
+            f"{len(failed)} of {len(pairs)} transitions failed (the others are archived and will be reused): "
+            + "; ".join(f"{name}: {type(error).__name__}: {error}" for name, error in failed)
+        )
+    videos: list[ArchivedVideo] = [v for v in outcomes if isinstance(v, ArchivedVideo)]
+    record = await _stitch_and_publish(videos, target, stem, fingerprint, resolved.endpoint, label, drop_boundary, fit, differ)
+    logger.info("%s: %d transitions stitched by %s into %s", label, len(videos), record.stitch.method, record.video.url)
+    emit_event(
+        STORYBOARD_EVENT,
+        resource={"prefect.resource.id": f"prefect_wan.storyboard.{fingerprint}", "prefect.resource.name": label},
+        payload={"label": label, "fingerprint": fingerprint, "video_url": record.video.url, "segments": len(videos)},
+    )
+    return result(record, reused=False)
+
+
+async def _stitch_and_publish(
+    videos: list[ArchivedVideo], target: ArchiveDestination, stem: str, fingerprint: str, endpoint: str, label: str,
+    drop_boundary: bool, fit: Optional[Fit], differ: bool,
+) -> StoryboardRecord:
+    fs, _ = target.filesystem()
+    with tempfile.TemporaryDirectory(prefix="prefect-wan-storyboard-") as spool:
+        clips = []
+        for index, video in enumerate(videos):
+            local = Path(spool) / f"segment-{index:03d}.mp4"
+            await asyncio.to_thread(fs.get_file, video.record.video.path, str(local))
+            clips.append(local)
+        out = Path(spool) / "storyboard.mp4"
+        stitched = await asyncio.to_thread(stitch, clips, out, drop_boundary=drop_boundary, reencode=differ, fit=fit or "pad")
+        probe = await asyncio.to_thread(probe_video, out)
+        download = await asyncio.to_thread(_hashed, out)
+        segments = [
+            SegmentRecord(index=i + 1, label=v.label, fingerprint=v.fingerprint, task_id=v.task_id, video_url=v.video_url,
+                          sidecar_url=v.sidecar_url, seconds=v.record.probe.duration_seconds, cost=v.record.cost)
+            for i, v in enumerate(videos)
+        ]
+
+        def record_for(file: ArchivedFile) -> StoryboardRecord:
+            return StoryboardRecord(
+                fingerprint=fingerprint, endpoint=endpoint, label=label, segments=segments,
+                stitch=StitchRecord(method=stitched.method, reason=stitched.reason, drop_boundary=drop_boundary, fit=fit,
+                                    dropped_frames=stitched.dropped_frames),
+                total_cost=_total(videos), archived_at=datetime.now(timezone.utc), video=file, probe=probe,
+            )
+
+        return await publish(target, download, record_for, stem=stem)
