@@ -194,6 +194,44 @@ def batch(
 
 
 @app.command()
+def storyboard(
+    manifest: str = typer.Argument(..., help="YAML or JSON storyboard: keyframes (in order), prompts, label, overrides."),
+    model: str = MODEL, resolution: Optional[str] = RESOLUTION, duration: Optional[int] = DURATION,
+    seed: Optional[int] = SEED, negative_prompt: Optional[str] = NEGATIVE, prompt_extend: bool = EXTEND,
+    watermark: bool = WATERMARK, dest: str = DEST, credentials: Optional[str] = CREDENTIALS, region: Region = REGION,
+    base_url: Optional[str] = BASE_URL, emulator: bool = EMULATOR, force: bool = FORCE, workspace: Optional[str] = WORKSPACE,
+    fit: Optional[str] = typer.Option(None, help="pad or crop keyframes of another shape (refused otherwise)."),
+    keep_boundary: bool = typer.Option(False, "--keep-boundary", help="Show each inner keyframe twice (once per clip)."),
+) -> None:
+    """Generate the transitions through every keyframe and stitch them into one video."""
+    from prefect_wan.flows import keyframes_storyboard
+    from prefect_wan.flows.manifest import ManifestError, load_storyboard
+
+    options = _options(model, resolution, duration, seed, negative_prompt, prompt_extend, watermark)
+    if fit not in (None, "pad", "crop"):
+        typer.echo(f"Refused before sending: --fit={fit!r}: use pad or crop", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        spec = load_storyboard(manifest)
+    except ManifestError as error:
+        typer.echo(f"Refused before sending: {error}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+    async def run() -> int:
+        board = await keyframes_storyboard(
+            spec.keyframes, prompts=spec.prompts, options=options, overrides=spec.overrides, label=spec.label,
+            credentials=creds, destination=dest, drop_boundary=not keep_boundary, fit=fit, force=force,  # type: ignore[arg-type]
+        )
+        typer.echo(f"storyboard: {board.video_url}")
+        typer.echo(f"sidecar: {board.sidecar_url}")
+        typer.echo(f"{len(board.record.segments)} transitions, joined by {board.record.stitch.method}" + (" (already archived)" if board.reused else ""))
+        return EXIT_OK
+
+    with _credentials(credentials, region, base_url, emulator, workspace) as creds:
+        raise typer.Exit(_run(run(), _precheck(creds, dest)))
+
+
+@app.command()
 def emulator(
     port: int = typer.Option(8765, help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),

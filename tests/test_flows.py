@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
@@ -85,13 +87,20 @@ async def test_archives_to_s3_with_a_sidecar_that_matches(prefect_harness, emula
     assert sidecar["usage"]["video_duration"] == 5 and sidecar["probe"]["frames"] == 150
     assert "Signature" not in sidecar["source_video_url"] and emulator.api_key not in json.dumps(sidecar)
     assert probe(data)["codec"] == "h264"
-    assert fs.ls(f"{bucket}/videos") == [f"{bucket}/videos/{stem(emulator, video)}.json", f"{bucket}/videos/{stem(emulator, video)}.mp4"]
+    name = f"{bucket}/videos/{stem(emulator, video)}"
+    assert fs.ls(f"{bucket}/videos") == [f"{name}.json", f"{name}.mp4", f"{name}.png"]
+    assert sidecar["poster"]["path"] == f"{name}.png"
+    poster = Image.open(io.BytesIO(fs.cat_file(f"{name}.png")))
+    assert poster.format == "PNG" and poster.height == 180
     archived = events_named(asserting_events_worker, ARCHIVED_EVENT)
     assert archived[-1].payload["video_url"] == video.video_url
     assert archived[-1].resource.id == f"prefect_wan.video.{video.fingerprint}"
     artifacts = await read_artifacts()
     assert artifacts["wan-dawn"].type == "markdown" and video.video_url in artifacts["wan-dawn"].data
     assert "sunrise to noon" in artifacts["wan-dawn-prompts"].data
+    # moto presigns like S3 does: the UI's markdown shows the poster itself, not a link to it.
+    assert video.poster_view_url.startswith("http")
+    assert f"![first, middle and last frames]({video.poster_view_url})" in artifacts["wan-dawn-prompts"].data
 
 
 async def test_rerun_submits_and_downloads_nothing_unless_forced(prefect_harness, emulator, tmp_path):
@@ -102,7 +111,7 @@ async def test_rerun_submits_and_downloads_nothing_unless_forced(prefect_harness
     assert counters.submissions_accepted == 1 and counters.downloads == 1
     forced = await generate(emulator, 102, str(tmp_path), force=True)
     assert not forced.reused and emulator.counters().submissions_accepted == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem(emulator, first)}.json", f"{stem(emulator, first)}.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem(emulator, first)}.{ext}" for ext in ("json", "mp4", "png")]
 
 
 async def test_flow_retry_reuses_the_submitted_task(prefect_harness, emulator, tmp_path):
@@ -170,7 +179,7 @@ async def test_cut_downloads_never_leave_a_partial_object(prefect_harness, emula
     emulator.inject(op="download", action="truncate", after_bytes=50_000, count=1)
     video = await generate(emulator, 109, f"s3://{bucket}/cut", storage_options=storage)
     fs.invalidate_cache()
-    assert fs.ls(f"{bucket}/cut") == [f"{bucket}/cut/{stem(emulator, video)}.json", f"{bucket}/cut/{stem(emulator, video)}.mp4"]
+    assert fs.ls(f"{bucket}/cut") == [f"{bucket}/cut/{stem(emulator, video)}.{ext}" for ext in ("json", "mp4", "png")]
     assert emulator.counters().submissions_accepted == 1  # the download retries reused the task
 
 
@@ -181,7 +190,7 @@ async def test_an_archive_is_never_replaced_by_a_broken_one(prefect_harness, emu
     with pytest.raises(Exception):
         await generate(emulator, 110, str(tmp_path), force=True)
     assert Path(good.record.video.path).read_bytes() == before
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".mp4"]
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".mp4", ".png"]
 
 
 def _run_flow_in_subprocess(emulator, destination: str, seed: int) -> subprocess.Popen:

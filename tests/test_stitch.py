@@ -9,6 +9,7 @@ import pytest
 
 from prefect_wan.emulator.render import render_transition
 from prefect_wan.media import StitchError, stitch
+from prefect_wan.media.poster import contact_sheet, frame_indices_for
 from tests.helpers import make_image
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
@@ -79,3 +80,15 @@ def test_silent_clips_make_a_silent_video(tmp_path):
 def test_one_clip_is_not_a_stitch(clips, tmp_path):
     with pytest.raises(StitchError, match="at least 2 clips"):
         stitch(clips[:1], tmp_path / "one.mp4")
+
+
+def test_a_poster_shows_the_first_middle_and_last_frames(clips, tmp_path):
+    from PIL import Image
+
+    sheet = Image.open(contact_sheet(clips[0], tmp_path / "poster.png", frame_indices_for(60))).convert("RGB")
+    thumb = sheet.width // 3
+    left = sheet.crop((0, 0, thumb - 4, sheet.height)).resize((1, 1)).getpixel((0, 0))
+    right = sheet.crop((sheet.width - thumb + 4, 0, sheet.width, sheet.height)).resize((1, 1)).getpixel((0, 0))
+    assert left[0] > 150 and left[1] < 90  # keyframe 1 is red
+    assert right[1] > 150 and right[0] < 90  # keyframe 2 is green
+    assert Image.open(tmp_path / "poster.png").format == "PNG"

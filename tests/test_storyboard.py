@@ -7,6 +7,7 @@ from pathlib import Path
 
 import av
 import pytest
+from PIL import Image
 
 from prefect_wan.client import PreflightError
 from prefect_wan.flows import GenerationOptions, keyframes_storyboard
@@ -56,6 +57,10 @@ async def test_five_keyframes_four_transitions_one_video(prefect_harness, emulat
     # wan2.2-kf2v-flash has no published Singapore price: the total is unknown, never a guess.
     assert record.total_cost.amount is None and "unknown" in record.total_cost.note
     assert events_named(asserting_events_worker, STORYBOARD_EVENT)[-1].payload["video_url"] == board.video_url
+    poster = Image.open(record.poster.path)
+    assert poster.format == "PNG" and poster.height == 180
+    thumbs = [poster.convert("RGB").crop((i * (poster.width + 4) // 5, 0, i * (poster.width + 4) // 5 + 40, 180)).resize((1, 1)).getpixel((0, 0)) for i in range(5)]
+    assert thumbs[0][0] > 150 and thumbs[1][1] > 150 and thumbs[2][2] > 150  # each segment starts on its keyframe
 
     again = await keyframes_storyboard(keys, **kwargs)
     assert again.reused and emulator.counters().submissions_accepted == 4

@@ -76,7 +76,9 @@ def test_prefect_yaml_deployments_match_their_flows():
         for schedule in deployment.get("schedules", []):
             CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
         names.append((deployment["name"], flow.name))
-    assert names == [("nightly-keyframes", "keyframes-batch"), ("keyframes-pair", "keyframes-to-video")]
+    assert names == [
+        ("nightly-keyframes", "keyframes-batch"), ("keyframes-pair", "keyframes-to-video"), ("storyboard-published", "storyboard-published"),
+    ]
 
 
 async def test_serve_example_registers_against_a_server(prefect_harness):
@@ -90,7 +92,7 @@ async def test_serve_example_registers_against_a_server(prefect_harness):
     ids = [await deployment.apply() for deployment in deployments]
     async with get_client() as client:
         stored = [await client.read_deployment(i) for i in ids]
-    assert [d.name for d in stored] == ["nightly-keyframes", "keyframes-pair"]
+    assert [d.name for d in stored] == ["nightly-keyframes", "keyframes-pair", "storyboard-published"]
     assert stored[0].schedules[0].schedule.cron == "0 2 * * *"
 
 
@@ -125,3 +127,15 @@ def test_cli_batch_with_the_example_manifest(prefect_harness, emulator, tmp_path
     done = _cli("batch", manifest, "--resolution", "480P", "--seed", "403", "--dest", str(tmp_path), emulator=emulator)
     assert done.returncode == 0, done.stderr
     assert "2 archived" in done.stdout and len(list(tmp_path.glob("*.mp4"))) == 2
+
+
+def test_cli_storyboard_with_the_example_manifest(prefect_harness, emulator, tmp_path):
+    manifest = str(ROOT / "deployments" / "manifests" / "storyboard.yaml")
+    done = _cli("storyboard", manifest, "--resolution", "480P", "--dest", str(tmp_path), emulator=emulator)
+    assert done.returncode == 0, done.stderr
+    assert "2 transitions, joined by remux" in done.stdout and emulator.counters().submissions_accepted == 2
+    assert len(list(tmp_path.glob("*.mp4"))) == 3 and len(list(tmp_path.glob("*.png"))) == 3
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("keyframs: [a.png, b.png]\n")
+    refused = _cli("storyboard", str(typo), "--dest", str(tmp_path), emulator=emulator)
+    assert refused.returncode == 2 and "did you mean 'keyframes'" in refused.stderr

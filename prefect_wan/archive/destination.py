@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import fsspec
 from fsspec import AbstractFileSystem
@@ -74,6 +74,17 @@ class ArchiveDestination(BaseModel):
     def explain(self, error: BaseException, doing: str) -> str:
         """One line saying why the archive cannot be used, and what to do about it."""
         return f"cannot {doing} the archive {self.url}: {explain_storage_error(error)}"
+
+    def viewable_url(self, path: str, expires_seconds: int = 7 * 24 * 3600) -> Optional[str]:
+        """An http(s) URL a browser can open (a presigned one on object stores), or None."""
+        fs, _ = self.filesystem()
+        try:
+            url = fs.sign(path, expiration=expires_seconds)
+        except (NotImplementedError, AttributeError, ValueError, OSError):
+            return None
+        except Exception:  # botocore and friends: no URL is no reason to fail a run
+            return None
+        return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
 
     def public_url(self, path: str) -> str:
         fs, _ = self.filesystem()

@@ -92,6 +92,7 @@ class ArchiveRecord(BaseModel):
     source_video_url: str = Field(description="The service's video URL without its signature.")
     video: ArchivedFile
     probe: VideoProbe
+    poster: Optional[ArchivedFile] = Field(default=None, description="PNG contact sheet: first, middle and last frames.")
     warnings: list[str] = Field(default_factory=list)
     producer: str = "prefect-wan"
 
@@ -131,4 +132,5 @@ class StoryboardRecord(BaseModel):
     archived_at: datetime
     video: ArchivedFile
     probe: VideoProbe
+    poster: Optional[ArchivedFile] = Field(default=None, description="PNG contact sheet: the first frame of each segment, and the last.")
     producer: str = "prefect-wan"

@@ -129,8 +129,16 @@ def _publish(fs, final: str, write: Callable[[str], None]) -> None:
 Record = TypeVar("Record", bound=BaseModel)
 
 
-async def publish(destination: ArchiveDestination, video: Download, record_for: Callable[[ArchivedFile], Record], *, stem: str) -> Record:
-    """Put the verified video in place, then its sidecar built by ``record_for(ArchivedFile)``."""
+def poster_name(stem: str) -> str:
+    return f"{stem}.png"
+
+
+async def publish(
+    destination: ArchiveDestination, video: Download, record_for: Callable[[ArchivedFile], Record], *, stem: str,
+    poster: Optional[Path] = None,
+) -> Record:
+    """Put the verified video in place, then its poster (if any), then its sidecar built by
+    ``record_for(ArchivedFile)`` and naming the poster."""
 
     def work() -> Record:
         fs, root = destination.ensure_root()
@@ -143,6 +151,13 @@ async def publish(destination: ArchiveDestination, video: Download, record_for: 
         record = record_for(
             ArchivedFile(path=video_path, url=destination.public_url(video_path), bytes=stored, sha256=video.sha256)
         )
+        if poster is not None:
+            image = poster.read_bytes()
+            poster_path = f"{root}/{poster_name(stem)}"
+            _publish(fs, poster_path, lambda partial: fs.pipe_file(partial, image))
+            record = record.model_copy(update={"poster": ArchivedFile(
+                path=poster_path, url=destination.public_url(poster_path), bytes=len(image), sha256=hashlib.sha256(image).hexdigest(),
+            )})
         sidecar = record.model_dump_json(indent=2).encode()
         _publish(fs, sidecar_path, lambda partial: fs.pipe_file(partial, sidecar))
         return record

@@ -7,11 +7,11 @@ import csv
 import io
 import json
 import posixpath
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar, Union
 
 import fsspec
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from prefect_wan.archive.destination import explain_storage_error
 from prefect_wan.client.errors import WanError
@@ -20,6 +20,31 @@ from prefect_wan.flows.models import KeyframePair, unknown_field
 
 class ManifestError(WanError, ValueError):
     """The manifest cannot be read or one of its rows is invalid; the message says where."""
+
+
+Entry = TypeVar("Entry", bound=BaseModel)
+
+
+def _validated(model: type[Entry], data: dict, where: str) -> Entry:
+    """``data`` as ``model``; a misspelled field is refused (it would be paid for at the default)."""
+    for key in data:
+        if key not in model.model_fields:
+            raise ManifestError(f"{where}: {unknown_field(str(key), model)}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ManifestError(f"{where}: {problems}") from None
+
+
+def _read(url: str, storage_options: Optional[dict[str, Any]]) -> str:
+    try:
+        with fsspec.open(url, "rt", encoding="utf-8", **(storage_options or {})) as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise ManifestError(f"{url}: no such manifest") from None
+    except Exception as exc:  # storage errors (botocore's are not OSErrors): say which and why, in one line
+        raise ManifestError(f"{url}: cannot read the manifest: {explain_storage_error(exc)}") from None
 
 
 def _rows(text: str, url: str) -> list[Any]:
@@ -47,13 +72,7 @@ def load_manifest(url: str, storage_options: Optional[dict[str, Any]] = None) ->
     """Read every pair of a manifest; raise ``ManifestError`` naming the row and field at fault."""
     if not url.lower().endswith((".csv", ".json", ".yaml", ".yml")):
         raise ManifestError(f"{url}: a manifest must end in .csv, .json, .yaml or .yml")
-    try:
-        with fsspec.open(url, "rt", encoding="utf-8", **(storage_options or {})) as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        raise ManifestError(f"{url}: no such manifest") from None
-    except Exception as exc:  # storage errors (botocore's are not OSErrors): say which and why, in one line
-        raise ManifestError(f"{url}: cannot read the manifest: {explain_storage_error(exc)}") from None
+    text = _read(url, storage_options)
     base = url.rsplit("/", 1)[0] if "/" in url else "."
     pairs = []
     for number, row in enumerate(_rows(text, url), start=1):
@@ -61,18 +80,37 @@ def load_manifest(url: str, storage_options: Optional[dict[str, Any]] = None) ->
             raise ManifestError(f"{url} pair {number}: expected a mapping, got {type(row).__name__}")
         if None in row:  # csv.DictReader files cells beyond the header under None
             raise ManifestError(f"{url} pair {number}: more cells than the header has columns")
-        for key in row:
-            if key not in KeyframePair.model_fields:
-                # A misspelled setting would otherwise be paid for at the default.
-                raise ManifestError(f"{url} pair {number}: {unknown_field(str(key), KeyframePair)}")
-        try:
-            pair = KeyframePair.model_validate(row)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ManifestError(f"{url} pair {number}: {problems}") from None
+        pair = _validated(KeyframePair, row, f"{url} pair {number}")
         pairs.append(pair.model_copy(update={
             "first_frame": _resolve(pair.first_frame, base), "last_frame": _resolve(pair.last_frame, base),
         }))
     if not pairs:
         raise ManifestError(f"{url}: no pairs")
     return pairs
+
+
+class StoryboardManifest(BaseModel):
+    """A storyboard as a file: keyframes in order, one prompt or one per transition, overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keyframes: list[str]
+    prompts: Union[str, list[Optional[str]], None] = None
+    label: str = "storyboard"
+    overrides: dict[int, dict[str, Any]] = {}
+
+
+def load_storyboard(url: str, storage_options: Optional[dict[str, Any]] = None) -> StoryboardManifest:
+    """Read a YAML or JSON storyboard; relative keyframe paths resolve against its location."""
+    if not url.lower().endswith((".json", ".yaml", ".yml")):
+        raise ManifestError(f"{url}: a storyboard must end in .json, .yaml or .yml")
+    text = _read(url, storage_options)
+    try:
+        data = json.loads(text) if url.lower().endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ManifestError(f"{url}: not valid ({exc})") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{url}: expected a mapping with 'keyframes'")
+    manifest = _validated(StoryboardManifest, data, url)
+    base = url.rsplit("/", 1)[0] if "/" in url else "."
+    return manifest.model_copy(update={"keyframes": [_resolve(k, base) or k for k in manifest.keyframes]})

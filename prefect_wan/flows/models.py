@@ -121,6 +121,7 @@ class ArchivedVideo(BaseModel):
     sidecar_url: str
     reused: bool = Field(description="True when an earlier run had already archived it (nothing was paid or downloaded).")
     record: ArchiveRecord
+    poster_view_url: Optional[str] = Field(default=None, description="An http(s) URL of the poster (presigned on object stores), when there is one.")
 
 
 class PairFailure(BaseModel):

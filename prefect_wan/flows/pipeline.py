@@ -185,6 +185,7 @@ async def _generate(
             label=label, fingerprint=fingerprint, task_id=archive.task_id, video_url=archive.video.url,
             sidecar_url=destination.public_url(destination.path(sidecar_name(archive_stem(fingerprint, credentials.endpoint)))),
             reused=reused, record=archive,
+            poster_view_url=destination.viewable_url(archive.poster.path) if archive.poster else None,
         )
 
     if not force and (existing := await find_archived(destination, fingerprint, credentials.endpoint)) is not None:

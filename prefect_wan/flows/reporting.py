@@ -43,6 +43,7 @@ async def report_archived(video: ArchivedVideo) -> None:
             f"- task: `{record.task_id}`, fingerprint `{record.fingerprint[:16]}`",
             f"- estimated cost: {price}" + (" (reused, nothing paid this run)" if video.reused else ""),
             "",
+            *poster_lines(record.poster.url if record.poster else None, video.poster_view_url),
             "## Prompt",
             record.request.prompt or "_(none)_",
             "",
@@ -60,6 +61,15 @@ async def report_archived(video: ArchivedVideo) -> None:
             "sidecar_url": video.sidecar_url, "task_id": video.task_id, "reused": video.reused,
         },
     )
+
+
+def poster_lines(stored: Optional[str], viewable: Optional[str]) -> list[str]:
+    """The poster shown where a browser can open it, linked otherwise."""
+    if viewable:
+        return ["## Poster", f"![first, middle and last frames]({viewable})", ""]
+    if stored:
+        return ["## Poster", f"[first, middle and last frames]({stored})", ""]
+    return []
 
 
 def report_failed(label: str, fingerprint: Optional[str], error: BaseException, *, task_id: Optional[str] = None) -> None:

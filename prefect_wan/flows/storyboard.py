@@ -28,6 +28,7 @@ from prefect_wan.flows.batch import DEFAULT_IN_FLIGHT
 from prefect_wan.flows.keyframes import Destination
 from prefect_wan.flows.models import ArchivedVideo, GenerationOptions, KeyframePair
 from prefect_wan.flows.pipeline import Slots, generate_pair, resolve_credentials
+from prefect_wan.media.poster import contact_sheet
 from prefect_wan.media.stitch import Fit, stitch
 
 STORYBOARD_EVENT = "prefect_wan.storyboard.archived"
@@ -222,4 +223,10 @@ async def _stitch_and_publish(
                 total_cost=_total(videos), archived_at=datetime.now(timezone.utc), video=file, probe=probe,
             )
 
-        return await publish(target, download, record_for, stem=stem)
+        # One frame per segment (where it starts in the stitched video), and the very last.
+        starts, at = [], 0
+        for segment in segments:
+            starts.append(at)
+            at += round(segment.seconds * probe.fps) - (1 if drop_boundary else 0)
+        poster = await asyncio.to_thread(contact_sheet, out, Path(spool) / "poster.png", starts + [probe.frames - 1])
+        return await publish(target, download, record_for, stem=stem, poster=poster)

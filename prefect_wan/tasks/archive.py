@@ -21,6 +21,7 @@ from prefect_wan.client.catalog import lookup_model
 from prefect_wan.client.images import redact_url
 from prefect_wan.client.regions import Region
 from prefect_wan.client.results import SubmittedTask, VideoResult
+from prefect_wan.media.poster import contact_sheet, frame_indices_for
 from prefect_wan.tasks.caching import retry_if_transient
 from prefect_wan.tasks.naming import run_name
 
@@ -118,6 +119,9 @@ async def archive_video(
                 warnings=warnings,
             )
 
-        record = await publish(destination, video, record_for, stem=archive_stem(submitted.fingerprint, endpoint))
+        poster = await asyncio.to_thread(
+            contact_sheet, video.path, Path(spool) / "poster.png", frame_indices_for(probe.frames)
+        )
+        record = await publish(destination, video, record_for, stem=archive_stem(submitted.fingerprint, endpoint), poster=poster)
     logger.info("%s: archived %d bytes at %s", label or "pair", record.video.bytes, record.video.url)
     return record
