@@ -13,7 +13,7 @@ from prefect_wan.client import PreflightError
 from prefect_wan.flows import GenerationOptions, keyframes_storyboard
 from prefect_wan.flows.storyboard import STORYBOARD_EVENT
 from tests.helpers import make_image
-from tests.test_flows import POLL, events_named
+from tests.test_flows import POLL, events_named, read_artifacts
 
 COLOURS = [(220, 40, 40), (40, 220, 40), (40, 40, 220), (220, 220, 40), (40, 220, 220)]
 
@@ -52,6 +52,8 @@ async def test_five_keyframes_four_transitions_one_video(prefect_harness, emulat
     assert record.stitch.method == "remux" and record.stitch.dropped_frames == 3
     frames, seconds, _ = frames_and_sound(record.video.path)
     assert frames == 4 * 150 - 3 and abs(seconds - frames / 30) < 0.1
+    segment = json.loads(Path(record.segments[0].sidecar_url.removeprefix("file://")).read_text())
+    assert (record.probe.width, record.probe.height) == (segment["probe"]["width"], segment["probe"]["height"])
     sidecar = json.loads(Path(board.sidecar_url.removeprefix("file://")).read_text())
     assert [s["fingerprint"] for s in sidecar["segments"]] == [s.fingerprint for s in record.segments]
     # wan2.2-kf2v-flash has no published Singapore price: the total is unknown, never a guess.
@@ -61,6 +63,8 @@ async def test_five_keyframes_four_transitions_one_video(prefect_harness, emulat
     assert poster.format == "PNG" and poster.height == 180
     thumbs = [poster.convert("RGB").crop((i * (poster.width + 4) // 5, 0, i * (poster.width + 4) // 5 + 40, 180)).resize((1, 1)).getpixel((0, 0)) for i in range(5)]
     assert thumbs[0][0] > 150 and thumbs[1][1] > 150 and thumbs[2][2] > 150  # each segment starts on its keyframe
+    markdown = (await read_artifacts())["wan-storyboard-five"].data
+    assert "joined by remux" in markdown and "five-04" in markdown and record.poster.url in markdown  # linked: not http(s)
 
     again = await keyframes_storyboard(keys, **kwargs)
     assert again.reused and emulator.counters().submissions_accepted == 4

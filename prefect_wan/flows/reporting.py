@@ -8,6 +8,7 @@ from typing import Optional
 from prefect.artifacts import acreate_link_artifact, acreate_markdown_artifact, acreate_table_artifact
 from prefect.events import emit_event
 
+from prefect_wan.archive.record import StoryboardRecord
 from prefect_wan.flows.models import ArchivedVideo, BatchResult
 
 ARCHIVED_EVENT = "prefect_wan.video.archived"
@@ -92,3 +93,26 @@ async def report_batch(result: BatchResult, key: str) -> None:
         for f in result.failures
     ]
     await acreate_table_artifact(table=rows, key=key, description=result.summary)
+
+
+async def report_storyboard(label: str, record: StoryboardRecord, poster_view_url: Optional[str], *, reused: bool) -> None:
+    """The storyboard in the UI: its poster, how it was joined, and its segments in order."""
+    rows = [f"| {s.index} | {s.label} | `{s.task_id}` | {s.seconds:g} s | [video]({s.video_url}) |" for s in record.segments]
+    cost = record.total_cost
+    total = f"{cost.amount:g} {cost.currency}" + ("" if cost.confirmed else " (unconfirmed price)") if cost.amount is not None else "unknown"
+    await acreate_markdown_artifact(
+        markdown="\n".join([
+            f"# {label}",
+            "",
+            f"- video: [{record.video.url}]({record.video.url}), {record.probe.width}x{record.probe.height}, {record.probe.duration_seconds:g} s",
+            f"- joined by {record.stitch.method} ({record.stitch.reason})" + (", reused: nothing was paid this run" if reused else ""),
+            f"- estimated cost of the segments: {total}",
+            "",
+            *poster_lines(record.poster.url if record.poster else None, poster_view_url),
+            "| # | transition | task | length | archive |",
+            "|---|---|---|---|---|",
+            *rows,
+        ]),
+        key=artifact_key(f"wan-storyboard-{label}"),
+        description="Stitched storyboard",
+    )

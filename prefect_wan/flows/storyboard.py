@@ -28,6 +28,7 @@ from prefect_wan.flows.batch import DEFAULT_IN_FLIGHT
 from prefect_wan.flows.keyframes import Destination
 from prefect_wan.flows.models import ArchivedVideo, GenerationOptions, KeyframePair
 from prefect_wan.flows.pipeline import Slots, generate_pair, resolve_credentials
+from prefect_wan.flows.reporting import report_storyboard
 from prefect_wan.media.poster import contact_sheet
 from prefect_wan.media.stitch import Fit, stitch
 
@@ -46,6 +47,7 @@ class ArchivedStoryboard(BaseModel):
     sidecar_url: str
     reused: bool
     record: StoryboardRecord
+    poster_view_url: Optional[str] = None
 
 
 def _transitions(keyframes: list[str], prompts: Union[str, list[Optional[str]], None], overrides: dict[int, dict[str, Any]], label: str) -> list[KeyframePair]:
@@ -160,15 +162,18 @@ async def keyframes_storyboard(
     fingerprint = storyboard_fingerprint(segments, drop_boundary=drop_boundary, fit=fit)
     stem = archive_stem(fingerprint, resolved.endpoint)
 
-    def result(record: StoryboardRecord, reused: bool) -> ArchivedStoryboard:
+    async def result(record: StoryboardRecord, reused: bool) -> ArchivedStoryboard:
+        poster_view_url = target.viewable_url(record.poster.path) if record.poster else None
+        await report_storyboard(label, record, poster_view_url, reused=reused)
         return ArchivedStoryboard(
             label=label, fingerprint=fingerprint, video_url=record.video.url,
             sidecar_url=target.public_url(target.path(sidecar_name(stem))), reused=reused, record=record,
+            poster_view_url=poster_view_url,
         )
 
     if not force and (existing := await find_archived(target, fingerprint, resolved.endpoint, record_type=StoryboardRecord)) is not None:
         logger.info("%s: already archived at %s", label, existing.video.url)
-        return result(existing, reused=True)
+        return await result(existing, reused=True)
 
     await asyncio.to_thread(target.check_writable)
     slots = Slots(asyncio.Semaphore(max_in_flight), concurrency_limit, rate_limit)
@@ -191,7 +196,7 @@ async def keyframes_storyboard(
         resource={"prefect.resource.id": f"prefect_wan.storyboard.{fingerprint}", "prefect.resource.name": label},
         payload={"label": label, "fingerprint": fingerprint, "video_url": record.video.url, "segments": len(videos)},
     )
-    return result(record, reused=False)
+    return await result(record, reused=False)
 
 
 async def _stitch_and_publish(
