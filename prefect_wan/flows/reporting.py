@@ -8,7 +8,7 @@ from typing import Optional
 from prefect.artifacts import acreate_link_artifact, acreate_markdown_artifact, acreate_table_artifact
 from prefect.events import emit_event
 
-from prefect_wan.archive.record import StoryboardRecord
+from prefect_wan.archive.record import CostEstimate, StoryboardRecord
 from prefect_wan.flows.models import ArchivedVideo, BatchResult
 
 ARCHIVED_EVENT = "prefect_wan.video.archived"
@@ -33,8 +33,7 @@ async def report_archived(video: ArchivedVideo) -> None:
         key=key,
         description=f"Archived video; sidecar at {video.sidecar_url}",
     )
-    cost = record.cost
-    price = f"{cost.amount:g} {cost.currency}" + ("" if cost.confirmed else " (unconfirmed price)") if cost.amount is not None else "unknown"
+    price = price_text(record.cost)
     await acreate_markdown_artifact(
         markdown="\n".join([
             f"# {video.label}",
@@ -62,6 +61,12 @@ async def report_archived(video: ArchivedVideo) -> None:
             "sidecar_url": video.sidecar_url, "task_id": video.task_id, "reused": video.reused,
         },
     )
+
+
+def price_text(cost: CostEstimate) -> str:
+    if cost.amount is None:
+        return "unknown"
+    return f"{cost.amount:g} {cost.currency}" + ("" if cost.confirmed else " (unconfirmed price)")
 
 
 def poster_lines(stored: Optional[str], viewable: Optional[str]) -> list[str]:
@@ -98,8 +103,7 @@ async def report_batch(result: BatchResult, key: str) -> None:
 async def report_storyboard(label: str, record: StoryboardRecord, poster_view_url: Optional[str], *, reused: bool) -> None:
     """The storyboard in the UI: its poster, how it was joined, and its segments in order."""
     rows = [f"| {s.index} | {s.label} | `{s.task_id}` | {s.seconds:g} s | [video]({s.video_url}) |" for s in record.segments]
-    cost = record.total_cost
-    total = f"{cost.amount:g} {cost.currency}" + ("" if cost.confirmed else " (unconfirmed price)") if cost.amount is not None else "unknown"
+    total = price_text(record.total_cost)
     await acreate_markdown_artifact(
         markdown="\n".join([
             f"# {label}",
