@@ -103,6 +103,16 @@ async def test_a_wan27_storyboard_keeps_its_sound(prefect_harness, emulator, tmp
     assert total.amount == pytest.approx(0.4) and total.currency == "USD" and not total.confirmed
 
 
+async def test_storyboard_runs_are_named_after_their_label(prefect_harness, emulator, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    keys = keyframes(tmp_path, 2)
+    state = await keyframes_storyboard(keys, label="named", options=GenerationOptions(resolution="480P", seed=804), credentials=emulator.credentials(),
+                                       destination=str(tmp_path / "archive"), poll=POLL, return_state=True)
+    async with get_client() as client:
+        assert (await client.read_flow_run(state.state_details.flow_run_id)).name == "wan-storyboard-named"
+
+
 async def test_storyboard_inputs_are_checked(prefect_harness, emulator, tmp_path):
     with pytest.raises(PreflightError, match="at least 2 keyframes"):
         await keyframes_storyboard(["one.png"], credentials=emulator.credentials(), destination=str(tmp_path))

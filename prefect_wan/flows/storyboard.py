@@ -118,7 +118,7 @@ def _total(videos: list[ArchivedVideo]) -> CostEstimate:
     )
 
 
-@flow(name="keyframes-storyboard")
+@flow(name="keyframes-storyboard", flow_run_name="wan-storyboard-{label}")
 async def keyframes_storyboard(
     keyframes: list[str],
     prompts: Union[str, list[Optional[str]], None] = None,
