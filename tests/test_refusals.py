@@ -150,7 +150,7 @@ def _killed_while_publishing(destination: str) -> None:
         def write(partial):
             fs.pipe_file(partial, b"x" * 1000)
             os.kill(os.getpid(), signal.SIGKILL)
-        store._publish(fs, root + "/video.mp4", write)
+        store.replace_atomically(fs, root + "/video.mp4", write)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
     assert done.returncode == -signal.SIGKILL, done.stderr

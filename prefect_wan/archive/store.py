@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, BinaryIO, Callable, Optional, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -50,6 +50,14 @@ def archive_stem(fingerprint: str, endpoint: str) -> str:
     if is_public_endpoint(endpoint):
         return fingerprint[:32]
     return f"{fingerprint[:32]}-{hashlib.sha256(endpoint.encode()).hexdigest()[:8]}"
+
+
+def sha256_of(handle: BinaryIO) -> str:
+    """The SHA-256 of what ``handle`` reads, in constant memory."""
+    digest = hashlib.sha256()
+    while chunk := handle.read(CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def video_name(stem: str) -> str:
@@ -114,7 +122,7 @@ def sweep_partials(fs, final: str) -> list[str]:
     return removed
 
 
-def _publish(fs, final: str, write: Callable[[str], None]) -> None:
+def replace_atomically(fs, final: str, write: Callable[[str], None]) -> None:
     """``write`` fills a unique partial object beside ``final``, which is then moved into place."""
     sweep_partials(fs, final)
     partial = _partial_name(final)
@@ -143,7 +151,7 @@ async def publish(
     def work() -> Record:
         fs, root = destination.ensure_root()
         video_path, sidecar_path = f"{root}/{video_name(stem)}", f"{root}/{sidecar_name(stem)}"
-        _publish(fs, video_path, lambda partial: fs.put_file(str(video.path), partial))
+        replace_atomically(fs, video_path, lambda partial: fs.put_file(str(video.path), partial))
         stored = fs.info(video_path)["size"]
         if stored != video.bytes:
             fs.rm(video_path)
@@ -154,12 +162,12 @@ async def publish(
         if poster is not None:
             image = poster.read_bytes()
             poster_path = f"{root}/{poster_name(stem)}"
-            _publish(fs, poster_path, lambda partial: fs.pipe_file(partial, image))
+            replace_atomically(fs, poster_path, lambda partial: fs.pipe_file(partial, image))
             record = record.model_copy(update={"poster": ArchivedFile(
                 path=poster_path, url=destination.public_url(poster_path), bytes=len(image), sha256=hashlib.sha256(image).hexdigest(),
             )})
         sidecar = record.model_dump_json(indent=2).encode()
-        _publish(fs, sidecar_path, lambda partial: fs.pipe_file(partial, sidecar))
+        replace_atomically(fs, sidecar_path, lambda partial: fs.pipe_file(partial, sidecar))
         return record
 
     return await asyncio.to_thread(work)
@@ -200,12 +208,9 @@ async def find_archived(
         if not _reusable(record, fingerprint, endpoint) or size != record.video.bytes:
             return None
         if verify_checksum:
-            digest = hashlib.sha256()
             with fs.open(video_path, "rb") as handle:
-                while chunk := handle.read(CHUNK):
-                    digest.update(chunk)
-            if digest.hexdigest() != record.video.sha256:
-                return None
+                if sha256_of(handle) != record.video.sha256:
+                    return None
         return record
 
     try:

@@ -81,6 +81,23 @@ def raise_for_final_status(response: TaskResponse) -> None:
         )
 
 
+def final_result(response: TaskResponse, *, answers_without_url: int = 1) -> VideoResult:
+    """The video of a final answer; FAILED, CANCELED, UNKNOWN and a SUCCEEDED answer with no
+    ``video_url`` (asked ``answers_without_url`` times) raise their errors."""
+    out = response.output
+    if out.task_status is not TaskStatus.SUCCEEDED:
+        raise_for_final_status(response)
+        raise ValueError(f"task {out.task_id} is {out.task_status.value}, not final")
+    if not out.video_url:
+        raise VideoMissingError(
+            f"task {out.task_id} SUCCEEDED (it is billed) but {answers_without_url} answers carried no video_url; "
+            "not resubmitted, since that would pay again. Run again later to fetch it, or quote the "
+            "task and request ids to support",
+            code="VideoUrlMissing", task_id=out.task_id, request_id=response.request_id,
+        )
+    return VideoResult.from_response(response)
+
+
 async def wait_for_task(
     client: "DashScopeClient",
     task_id: str,
@@ -111,19 +128,14 @@ async def wait_for_task(
             error_gap = schedule.interval
             if on_status:
                 await on_status(response)
-            if response.output.task_status is TaskStatus.SUCCEEDED:
-                if response.output.video_url:
-                    return VideoResult.from_response(response)
+            if response.output.task_status is TaskStatus.SUCCEEDED and not response.output.video_url:
                 missing_url += 1
                 if missing_url > schedule.missing_url_retries:
-                    raise VideoMissingError(
-                        f"task {task_id} SUCCEEDED (it is billed) but {missing_url} answers carried no video_url; "
-                        "not resubmitted, since that would pay again. Run again later to fetch it, or quote the "
-                        "task and request ids to support",
-                        code="VideoUrlMissing", task_id=task_id, request_id=response.request_id,
-                    )
+                    final_result(response, answers_without_url=missing_url)
             else:
                 raise_for_final_status(response)
+                if response.output.task_status is TaskStatus.SUCCEEDED:
+                    return final_result(response)
             wait = next_gap()
         elapsed = time.monotonic() - started
         if elapsed + wait > schedule.deadline:

@@ -90,21 +90,29 @@ async def reconcile_lost_create(
             code="SubmissionOutcomeUnknown", sent_at=sent_at.isoformat(), model=model,
         ) from None
     # A candidate whose prompt shows and differs is someone else's: it explains nothing of ours.
-    shown: dict[str, Optional[str]] = {}
+    answers: dict[str, Optional[TaskResponse]] = {}
     for row in unexplained[:MAX_QUERIED]:
         try:
-            shown[row.task_id] = (await client.get_task(row.task_id)).output.orig_prompt
+            answers[row.task_id] = await client.get_task(row.task_id)
         except DashScopeError:
-            shown[row.task_id] = None
-    ids = [row.task_id for row in unexplained if not (row.task_id in shown and shown[row.task_id] is not None and not same_prompt(prompt, shown[row.task_id]))]
+            answers[row.task_id] = None
+
+    def someone_elses(task_id: str) -> bool:
+        answer = answers.get(task_id)
+        shown = answer.output.orig_prompt if answer is not None else None
+        return shown is not None and not same_prompt(prompt, shown)
+
+    ids = [row.task_id for row in unexplained if not someone_elses(row.task_id)]
     if not ids:
         others = f" ({len(unexplained)} other task(s) with other prompts)" if unexplained else ""
         return Reconciliation(created_nothing=True, detail=f"no task of ours was created since {since.isoformat()}{others}")
     if len(ids) == 1 and rival_intents == 0:
-        try:
-            candidate = await client.get_task(ids[0])
-        except DashScopeError as exc:
-            return Reconciliation(candidates=ids, detail=f"could not query the candidate {ids[0]}: {exc}")
+        candidate = answers.get(ids[0])
+        if candidate is None:  # not asked above, or its answer failed: ask once more
+            try:
+                candidate = await client.get_task(ids[0])
+            except DashScopeError as exc:
+                return Reconciliation(candidates=ids, detail=f"could not query the candidate {ids[0]}: {exc}")
         if candidate.output.orig_prompt is None:
             return Reconciliation(
                 adopted=candidate, prompt_unverified=True, candidates=ids,

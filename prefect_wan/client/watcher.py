@@ -28,9 +28,8 @@ from prefect_wan.client.errors import (
     DashScopeError,
     PollTimeoutError,
     ThrottledError,
-    VideoMissingError,
 )
-from prefect_wan.client.polling import PollSchedule, raise_for_final_status
+from prefect_wan.client.polling import PollSchedule, final_result
 from prefect_wan.client.results import VideoResult
 from prefect_wan.client.wire import LIST_WINDOW, ListedTask, TaskResponse, TaskStatus
 
@@ -282,16 +281,7 @@ class TaskWatcher:
         if watched.future.done():
             return
         try:
-            if response.output.task_status is TaskStatus.SUCCEEDED:
-                if not response.output.video_url:
-                    raise VideoMissingError(
-                        f"task {watched.task_id} SUCCEEDED (it is billed) but {watched.missing_url} answers carried no "
-                        "video_url; not resubmitted, since that would pay again. Run again later to fetch it",
-                        code="VideoUrlMissing", task_id=watched.task_id, request_id=response.request_id,
-                    )
-                watched.future.set_result(VideoResult.from_response(response))
-            else:
-                raise_for_final_status(response)
+            watched.future.set_result(final_result(response, answers_without_url=max(watched.missing_url, 1)))
         except DashScopeError as error:
             watched.future.set_exception(error)
 

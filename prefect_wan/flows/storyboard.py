@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from prefect_wan.archive.destination import DEFAULT_DESTINATION, ArchiveDestination
 from prefect_wan.archive.probe import probe_video
 from prefect_wan.archive.record import ArchivedFile, CostEstimate, SegmentRecord, StitchRecord, StoryboardRecord
-from prefect_wan.archive.store import CHUNK, Download, archive_stem, find_archived, publish, sidecar_name
+from prefect_wan.archive.store import Download, archive_stem, find_archived, publish, sha256_of, sidecar_name
 from prefect_wan.blocks.credentials import WanCredentials
 from prefect_wan.client.errors import PreflightError, PreflightViolation, WanError
 from prefect_wan.client.images import redact_url
@@ -100,11 +100,8 @@ def storyboard_fingerprint(segments: list[str], *, drop_boundary: bool, fit: Opt
 
 
 def _hashed(path: Path) -> Download:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return Download(path, path.stat().st_size, digest.hexdigest())
+        return Download(path, path.stat().st_size, sha256_of(handle))
 
 
 def _total(videos: list[ArchivedVideo]) -> CostEstimate:

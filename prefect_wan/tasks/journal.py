@@ -28,6 +28,7 @@ from fsspec.implementations.local import LocalFileSystem
 from prefect.settings import get_current_settings
 from pydantic import BaseModel, Field, ValidationError
 
+from prefect_wan.archive.store import replace_atomically
 from prefect_wan.client.errors import WanError
 from prefect_wan.client.results import SubmittedTask
 
@@ -111,12 +112,10 @@ class SubmissionJournal:
             raise JournalError(f"submission record {self._path(key)} is unreadable ({exc}); inspect or remove it") from None
 
     def _write(self, record: SubmissionRecord) -> None:
-        final = self._path(record.key)
-        partial = f"{final}.partial-{uuid.uuid4().hex[:12]}"
         if isinstance(self.fs, LocalFileSystem):
             self.fs.makedirs(self.root, exist_ok=True)
-        self.fs.pipe_file(partial, record.model_dump_json(indent=1).encode())
-        self.fs.mv(partial, final)
+        document = record.model_dump_json(indent=1).encode()
+        replace_atomically(self.fs, self._path(record.key), lambda partial: self.fs.pipe_file(partial, document))
 
     async def read(self, key: str) -> Optional[SubmissionRecord]:
         return await asyncio.to_thread(self._read, key)

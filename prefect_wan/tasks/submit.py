@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from prefect.tasks import exponential_backoff
 
 from prefect_wan.blocks.credentials import WanCredentials
-from prefect_wan.client.client import CreateCall, DashScopeClient
+from prefect_wan.client.client import CreateCall, DashScopeClient, submitted_task
 from prefect_wan.client.errors import DashScopeError, SubmissionOutcomeUnknownError, ThrottledError, WanError
 from prefect_wan.client.preflight import PreparedRequest
 from prefect_wan.client.reconcile import Reconciliation, reconcile_lost_create
@@ -222,18 +222,7 @@ class _Submission:
         raise error
 
     def _adopted(self, response: TaskResponse, attempt: SubmissionAttempt, *, verify: bool) -> SubmittedTask:
-        prepared = self.prepared
-        return SubmittedTask(
-            task_id=response.output.task_id,
-            request_id=response.request_id,
-            model=prepared.spec.name,
-            region=self.client.region.value,
-            fingerprint=prepared.fingerprint,
-            submitted_at=parse_service_time(response.output.submit_time) or attempt.sent_at,
-            resolution=prepared.parameters.resolution,
-            duration=prepared.parameters.duration,
-            output_size=prepared.output_size,
-            endpoint=self.endpoint,
-            reused_from="reconciled",
-            verify_prompt=(prepared.prompt or "") if verify else None,
+        submitted_at = parse_service_time(response.output.submit_time) or attempt.sent_at
+        return submitted_task(response, self.prepared, region=self.client.region, endpoint=self.endpoint, submitted_at=submitted_at).model_copy(
+            update={"reused_from": "reconciled", "verify_prompt": (self.prepared.prompt or "") if verify else None}
         )
