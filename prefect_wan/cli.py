@@ -1,7 +1,9 @@
 """The ``prefect-wan`` command: generate one video, run a batch manifest, or run the emulator.
 
 Exit codes: 0 done; 1 the service or a task failed (or some batch pairs failed); 2 the input was
-refused before anything was sent (bad parameters, unreadable frames or manifest, no API key).
+refused before anything was sent (bad parameters, unreadable frames or manifest, no API key);
+3 the budget (``--max-cost``) left pairs unsubmitted; 130 interrupted (Ctrl-C), after cancelling
+the run's tasks still queued at the service.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from typing import TYPE_CHECKING, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Awaitable, Iterator, Optional, TypeVar, Union
 
 import typer
 
@@ -18,7 +20,8 @@ from prefect_wan.client.regions import Region
 if TYPE_CHECKING:
     from prefect_wan.blocks import WanCredentials
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+T = TypeVar("T")
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_OVER_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 app = typer.Typer(help="Wan first-and-last-frame videos with Prefect.", no_args_is_help=True, add_completion=False)
 
@@ -59,17 +62,20 @@ def _refusals() -> tuple[type[BaseException], ...]:
     from prefect_wan.archive.destination import ArchiveDestinationError
     from prefect_wan.client.errors import MissingApiKeyError, PreflightError
     from prefect_wan.flows.manifest import ManifestError
+    from prefect_wan.spend.budget import SkippedForBudgetError
 
-    return (PreflightError, ManifestError, MissingApiKeyError, ArchiveDestinationError)
+    return (PreflightError, ManifestError, MissingApiKeyError, ArchiveDestinationError, SkippedForBudgetError)
 
 
-async def _precheck(credentials, dest: str, *, manifest: Optional[str] = None, pair=None, options=None) -> None:
+async def _precheck(credentials, dest: str, *, manifest: Optional[str] = None, pair=None, options=None, max_cost: Optional[str] = None) -> None:
     """Everything that can be refused without sending, checked before Prefect (or its temporary
-    server) starts: the key, the archive, the manifest or the pair and its frames."""
+    server) starts: the budget, the key, the archive, the manifest or the pair and its frames."""
     from prefect_wan.archive.destination import ArchiveDestination
     from prefect_wan.blocks import WanCredentials
     from prefect_wan.flows.manifest import load_manifest
+    from prefect_wan.spend.budget import Budget
 
+    Budget.coerce(max_cost)
     if isinstance(credentials, WanCredentials):
         credentials.resolved_api_key()
     await asyncio.to_thread(ArchiveDestination.coerce(dest).check_writable)
@@ -80,25 +86,58 @@ async def _precheck(credentials, dest: str, *, manifest: Optional[str] = None, p
             await client.prepare(pair.to_request(options))
 
 
-def _run(coroutine, precheck=None) -> int:
-    """Run a flow with a spinner; map what went wrong to an exit code."""
+async def _with_progress(flow_call: Awaitable[T]) -> T:
+    """A flow call with its progress shown beside it (live on a terminal, plain lines otherwise);
+    the display is gone by the time the caller prints the results."""
+    from rich.console import Console
+
+    from prefect_wan.display import follow, quiet_prefect_console
+    from prefect_wan.flows.progress import watching
+
+    console = Console(stderr=True)
+    with watching() as source, quiet_prefect_console(console.is_terminal):
+        display = asyncio.ensure_future(follow(source, console))
+        try:
+            return await flow_call
+        finally:
+            display.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await display
+
+
+def _run(coroutine, precheck=None, *, watch: bool = False) -> int:
+    """Run a flow (with a spinner, unless it shows its own progress); map what went wrong to an exit code."""
     from rich.console import Console
 
     from prefect_wan.client.errors import WanError
+    from prefect_wan.spend.budget import SkippedForBudgetError
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     console = Console(stderr=True)
     try:
         if precheck is not None:
             asyncio.run(precheck)
-        with console.status("Generating... (Prefect logs below; tasks take 1-5 minutes on the real service)"):
+        if watch:
             result = asyncio.run(coroutine)
+        else:
+            with console.status("Generating... (Prefect logs below; tasks take 1-5 minutes on the real service)"):
+                result = asyncio.run(coroutine)
+    except SkippedForBudgetError as error:
+        console.print(f"[yellow]Not submitted:[/yellow] {error}", highlight=False, soft_wrap=True)
+        return EXIT_OVER_BUDGET
     except _refusals() as error:
         console.print(f"[red]Refused before sending:[/red] {error}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     except (WanError, OSError) as error:
         console.print(f"[red]Failed:[/red] {type(error).__name__}: {error}", highlight=False, soft_wrap=True)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        # By now the flow's crash hook has canceled its queued tasks and logged what it did.
+        console.print(
+            "[yellow]Interrupted:[/yellow] tasks still queued at the service were canceled; running ones finish "
+            "and bill, and the next run adopts them instead of paying again", highlight=False, soft_wrap=True,
+        )
+        return EXIT_INTERRUPTED
     finally:
         coroutine.close()  # never started when a check refused the run
     return result
@@ -127,6 +166,7 @@ BASE_URL = typer.Option(None, "--base-url", help="Host override (a proxy or an e
 WORKSPACE = typer.Option(None, "--workspace", help="Workspace id; builds the workspace host in Tokyo, Frankfurt and Virginia.")
 EMULATOR = typer.Option(False, "--emulator", help="Run against a local emulator started for this command.")
 FORCE = typer.Option(False, "--force", help="Generate again even if archived.")
+MAX_COST = typer.Option(None, "--max-cost", help="Most the run may commit, with its currency: '12.5 CNY', '3 USD'. Pairs past it are not submitted.")
 
 
 @app.command()
@@ -139,15 +179,17 @@ def generate(
     seed: Optional[int] = SEED, negative_prompt: Optional[str] = NEGATIVE, prompt_extend: bool = EXTEND,
     watermark: bool = WATERMARK, dest: str = DEST, credentials: Optional[str] = CREDENTIALS, region: Region = REGION,
     base_url: Optional[str] = BASE_URL, emulator: bool = EMULATOR, force: bool = FORCE, workspace: Optional[str] = WORKSPACE,
+    max_cost: Optional[str] = MAX_COST,
 ) -> None:
     """Generate the video between two keyframes and archive it."""
-    from prefect_wan.flows import KeyframePair, keyframes_to_video
+    from prefect_wan.flows import ArchivedVideo, KeyframePair, keyframes_to_video
 
     options = _options(model, resolution, duration, seed, negative_prompt, prompt_extend, watermark)
 
     async def run() -> int:
         video = await keyframes_to_video(first, last, prompt=prompt, options=options, label=label,
-                                         credentials=creds, destination=dest, force=force)
+                                         credentials=creds, destination=dest, force=force, max_cost=max_cost)
+        assert isinstance(video, ArchivedVideo)
         typer.echo(f"video: {video.video_url}")
         typer.echo(f"sidecar: {video.sidecar_url}")
         if video.reused:
@@ -160,7 +202,7 @@ def generate(
         except _refusals() as error:
             typer.echo(f"Refused before sending: {error}", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
-        raise typer.Exit(_run(run(), _precheck(creds, dest, pair=pair, options=options)))
+        raise typer.Exit(_run(run(), _precheck(creds, dest, pair=pair, options=options, max_cost=max_cost)))
 
 
 @app.command()
@@ -171,26 +213,30 @@ def batch(
     watermark: bool = WATERMARK, dest: str = DEST, credentials: Optional[str] = CREDENTIALS, region: Region = REGION,
     base_url: Optional[str] = BASE_URL, emulator: bool = EMULATOR, force: bool = FORCE, workspace: Optional[str] = WORKSPACE,
     max_in_flight: int = typer.Option(6, help="Pairs submitted and not yet finished, at most (the service queues the rest of its slots' work)."),
+    max_cost: Optional[str] = MAX_COST,
 ) -> None:
-    """Generate and archive every pair of a manifest; exit 1 if any pair failed."""
-    from prefect_wan.flows import BatchFailedError, keyframes_batch
+    """Generate and archive every pair of a manifest; exit 1 if any pair failed, 3 if the budget left some unsubmitted."""
+    from prefect_wan.flows import BatchFailedError, BatchResult, keyframes_batch
 
     options = _options(model, resolution, duration, seed, negative_prompt, prompt_extend, watermark)
 
     async def run() -> int:
         try:
-            result = await keyframes_batch(manifest=manifest, options=options, credentials=creds, destination=dest,
-                                           max_in_flight=max_in_flight, force=force)
+            result = await _with_progress(keyframes_batch(manifest=manifest, options=options, credentials=creds, destination=dest,
+                                                          max_in_flight=max_in_flight, force=force, max_cost=max_cost))
+            assert isinstance(result, BatchResult)
         except BatchFailedError as error:
             typer.echo(f"batch: {error}", err=True)
             return EXIT_FAILED
         for video in result.videos:
             typer.echo(f"{video.label}: {video.video_url}" + (" (already archived)" if video.reused else ""))
+        for skipped in result.skipped:
+            typer.echo(f"{skipped.label}: skipped for budget ({skipped.reason})")
         typer.echo(result.summary)
-        return EXIT_OK
+        return EXIT_OVER_BUDGET if result.skipped else EXIT_OK
 
     with _credentials(credentials, region, base_url, emulator, workspace) as creds:
-        raise typer.Exit(_run(run(), _precheck(creds, dest, manifest=manifest)))
+        raise typer.Exit(_run(run(), _precheck(creds, dest, manifest=manifest, max_cost=max_cost), watch=True))
 
 
 @app.command()
@@ -202,9 +248,10 @@ def storyboard(
     base_url: Optional[str] = BASE_URL, emulator: bool = EMULATOR, force: bool = FORCE, workspace: Optional[str] = WORKSPACE,
     fit: Optional[str] = typer.Option(None, help="pad or crop keyframes of another shape (refused otherwise)."),
     keep_boundary: bool = typer.Option(False, "--keep-boundary", help="Show each inner keyframe twice (once per clip)."),
+    max_cost: Optional[str] = MAX_COST,
 ) -> None:
     """Generate the transitions through every keyframe and stitch them into one video."""
-    from prefect_wan.flows import keyframes_storyboard
+    from prefect_wan.flows import ArchivedStoryboard, keyframes_storyboard
     from prefect_wan.flows.manifest import ManifestError, load_storyboard
 
     options = _options(model, resolution, duration, seed, negative_prompt, prompt_extend, watermark)
@@ -218,17 +265,110 @@ def storyboard(
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
     async def run() -> int:
-        board = await keyframes_storyboard(
+        board = await _with_progress(keyframes_storyboard(
             spec.keyframes, prompts=spec.prompts, options=options, overrides=spec.overrides, label=spec.label,
-            credentials=creds, destination=dest, drop_boundary=not keep_boundary, fit=fit, force=force,  # type: ignore[arg-type]
-        )
+            credentials=creds, destination=dest, drop_boundary=not keep_boundary, fit=fit, force=force, max_cost=max_cost,  # type: ignore[arg-type]
+        ))
+        assert isinstance(board, ArchivedStoryboard)
         typer.echo(f"storyboard: {board.video_url}")
         typer.echo(f"sidecar: {board.sidecar_url}")
         typer.echo(f"{len(board.record.segments)} transitions, joined by {board.record.stitch.method}" + (" (already archived)" if board.reused else ""))
         return EXIT_OK
 
     with _credentials(credentials, region, base_url, emulator, workspace) as creds:
-        raise typer.Exit(_run(run(), _precheck(creds, dest)))
+        raise typer.Exit(_run(run(), _precheck(creds, dest, max_cost=max_cost), watch=True))
+
+
+@app.command()
+def plan(
+    manifest: str = typer.Argument(..., help="CSV, JSON or YAML manifest (path or fsspec URL)."),
+    model: str = MODEL, resolution: Optional[str] = RESOLUTION, duration: Optional[int] = DURATION,
+    seed: Optional[int] = SEED, negative_prompt: Optional[str] = NEGATIVE, prompt_extend: bool = EXTEND,
+    watermark: bool = WATERMARK, dest: str = DEST, credentials: Optional[str] = CREDENTIALS, region: Region = REGION,
+    base_url: Optional[str] = BASE_URL, force: bool = FORCE, workspace: Optional[str] = WORKSPACE,
+    max_cost: Optional[str] = MAX_COST,
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON instead of a table."),
+) -> None:
+    """Say what a batch would do and cost, pair by pair, without sending anything (a dry run)."""
+    from prefect_wan.flows import keyframes_batch
+    from prefect_wan.flows.plan import RunPlan
+
+    options = _options(model, resolution, duration, seed, negative_prompt, prompt_extend, watermark)
+
+    async def run() -> int:
+        planned = await keyframes_batch(manifest=manifest, options=options, credentials=creds, destination=dest,
+                                        force=force, max_cost=max_cost, dry_run=True)
+        assert isinstance(planned, RunPlan)
+        if as_json:
+            typer.echo(planned.model_dump_json(indent=2))
+        else:
+            _print_table(planned.rows(), f"Plan (nothing sent): {planned.summary}")
+        return EXIT_OK
+
+    # No key is needed to plan: nothing is sent. The emulator is no use either, for the same reason.
+    with _credentials(credentials, region, base_url, False, workspace) as creds:
+        raise typer.Exit(_run(run(), _precheck_plan(dest, manifest, max_cost)))
+
+
+async def _precheck_plan(dest: str, manifest: str, max_cost: Optional[str]) -> None:
+    from prefect_wan.flows.manifest import load_manifest
+    from prefect_wan.spend.budget import Budget
+
+    Budget.coerce(max_cost)
+    await asyncio.to_thread(load_manifest, manifest)
+
+
+def _print_table(rows: list[dict], caption: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:
+        console.width = 200  # a pipe or a file: no reason to wrap at 80 columns
+    table = Table(caption=caption, caption_justify="left")
+    for column in rows[0] if rows else ["(empty)"]:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(value) for value in row.values()))
+    console.print(table)
+
+
+@app.command(name="ls")
+def list_archive_command(
+    dest: str = typer.Argument("./wan-archive", help="Archive: local path or fsspec URL (s3://bucket/prefix)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the entries as JSON."),
+) -> None:
+    """List the archived videos and storyboards, from their sidecars."""
+    import json
+
+    from prefect_wan.archive.destination import ArchiveDestination, ArchiveDestinationError
+    from prefect_wan.archive.listing import list_archive
+    from prefect_wan.flows.plan import cost_text
+
+    try:
+        entries, unreadable = list_archive(ArchiveDestination.coerce(dest))
+    except ArchiveDestinationError as error:
+        typer.echo(f"Cannot list: {error}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if as_json:
+        typer.echo(json.dumps({
+            "entries": [e.model_dump(mode="json") for e in entries],
+            "unreadable": [u.model_dump(mode="json") for u in unreadable],
+        }, indent=2))
+    else:
+        rows = [
+            {
+                "label": e.label or "", "kind": e.kind, "model": e.model or "", "size": f"{e.width}x{e.height}",
+                "duration": f"{e.seconds:g} s", "cost": cost_text(e.cost), "archived": f"{e.archived_at:%Y-%m-%d %H:%M}",
+                "prompt": e.prompt_excerpt,
+            }
+            for e in entries
+        ]
+        total = len(entries)
+        _print_table(rows, f"{total} archived in {dest}" if rows else f"nothing archived in {dest}")
+        for bad in unreadable:
+            typer.echo(f"unreadable sidecar {bad.path}: {bad.reason}", err=True)
+    raise typer.Exit(EXIT_FAILED if unreadable else EXIT_OK)
 
 
 @app.command()

@@ -18,7 +18,7 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect_wan.client.polling import PollSchedule
     from prefect_wan.emulator import run_emulator
-    from prefect_wan.flows import GenerationOptions, keyframes_to_video
+    from prefect_wan.flows import ArchivedVideo, GenerationOptions, keyframes_to_video
 
     with run_emulator(region="beijing") as emulator:
         print(f"DashScope emulator at {emulator.base_url} (region beijing, key {emulator.api_key})")
@@ -34,6 +34,7 @@ def main() -> None:
                 poll=PollSchedule(initial_delay=1.0, interval=1.0, max_interval=2.0),
             )
         )
+    assert isinstance(video, ArchivedVideo)  # not a dry run
     record = video.record
     cost = f"{record.cost.amount:g} {record.cost.currency}" if record.cost.amount is not None else "unknown"
     print()

@@ -571,6 +571,7 @@ async def admin_reset(request: Request) -> Response:
 
 def _api(handler):
     async def wrapped(request: Request) -> Response:
+        _state(request).counters.api_requests += 1
         try:
             return await handler(request)
         except ServiceError as exc:

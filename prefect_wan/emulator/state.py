@@ -27,6 +27,7 @@ from prefect_wan.emulator.render import render_transition
 class Counters(BaseModel):
     """What the emulator saw; tests assert on these ("exactly one task was created")."""
 
+    api_requests: int = Field(default=0, description="Every call of the service's API (downloads and admin excluded).")
     submissions_accepted: int = 0
     submissions_rejected: int = 0
     submissions_by_model: dict[str, int] = Field(default_factory=dict)

@@ -1,6 +1,7 @@
 """``keyframes_batch``: many pairs, from a list or a manifest, concurrently and independently."""
 
-from __future__ import annotations
+# Annotations are evaluated here, not postponed: a Prefect runner validates a deployment run's
+# parameters against them, and postponed names (KeyframePair...) fail there as 'not fully defined'.
 
 import asyncio
 from collections import Counter
@@ -10,6 +11,7 @@ from typing import Any, Optional, Union
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.states import Completed
 
 from prefect_wan.archive.destination import DEFAULT_DESTINATION, ArchiveDestination
 from prefect_wan.blocks.credentials import WanCredentials
@@ -17,9 +19,13 @@ from prefect_wan.client.errors import WanError
 from prefect_wan.client.polling import PollSchedule
 from prefect_wan.flows.keyframes import Destination
 from prefect_wan.flows.manifest import load_manifest
-from prefect_wan.flows.models import BatchResult, GenerationOptions, KeyframePair, PairFailure
+from prefect_wan.flows.models import BatchResult, GenerationOptions, KeyframePair, PairFailure, PairSkip
 from prefect_wan.flows.pipeline import PairProgress, Slots, generate_pair, resolve_credentials
-from prefect_wan.flows.reporting import artifact_key, report_batch
+from prefect_wan.flows.plan import RunPlan, plan_pairs
+from prefect_wan.flows.progress import RunProgress, announce
+from prefect_wan.flows.reporting import artifact_key, report_batch, report_plan
+from prefect_wan.spend.budget import Budget, SkippedForBudgetError, SpendLedger
+from prefect_wan.spend.cancellation import cancel_queued_work, remember_run_credentials
 
 
 # Measured with bench/scheduler.py (2 running slots, equal generation times): makespan over ideal
@@ -27,6 +33,8 @@ from prefect_wan.flows.reporting import artifact_key, report_batch
 # tasks ending together drain a queue of one; 6 keeps four queued while committing little ahead.
 DEFAULT_IN_FLIGHT = 6
 SERVICE_QUEUE_LIMIT = 500
+# How often the progress artifact is brought up to date while pairs generate (besides at each end).
+PROGRESS_REFRESH_SECONDS = 10.0
 
 
 class BatchFailedError(WanError):
@@ -51,7 +59,7 @@ def _batch_run_name() -> str:
     return f"wan-batch-{len(parameters.get('pairs') or [])}-pairs"
 
 
-@flow(name="keyframes-batch", flow_run_name=_batch_run_name)
+@flow(name="keyframes-batch", flow_run_name=_batch_run_name, on_cancellation=[cancel_queued_work], on_crashed=[cancel_queued_work])
 async def keyframes_batch(
     pairs: Optional[list[KeyframePair]] = None,
     manifest: Optional[str] = None,
@@ -65,7 +73,9 @@ async def keyframes_batch(
     rate_limit: Optional[str] = None,
     force: bool = False,
     poll: Optional[PollSchedule] = None,
-) -> BatchResult:
+    max_cost: Union[Budget, str, None] = None,
+    dry_run: bool = False,
+) -> Union[BatchResult, RunPlan]:
     """Generate and archive every pair; one pair's failure never stops the others.
 
     Args:
@@ -83,9 +93,16 @@ async def keyframes_batch(
         rate_limit: Name of a Prefect rate limit (slot decay) to take before each submission.
         force: Generate again even what is archived.
         poll: When to ask the service for news.
+        max_cost: The most this run may commit, with its currency ("12.5 CNY"): pairs that would
+            take the run past it are not submitted, and are reported as skipped for budget.
+            Archived and reused pairs cost nothing.
+        dry_run: Only plan: preflight every pair, say what would be archived, reused or submitted
+            and at what cost (a table artifact), and send nothing.
 
     Returns:
-        The archived videos and the failures; the run fails (after archiving the rest) if any pair failed.
+        The archived videos, the failures and the pairs skipped for budget (or the plan, for a dry
+        run). The run fails (after archiving the rest) if any pair failed; one that only skipped
+        pairs for budget completes, with a message that says so.
     """
     logger = get_run_logger()
     if not 1 <= max_in_flight <= SERVICE_QUEUE_LIMIT:
@@ -96,18 +113,27 @@ async def keyframes_batch(
     if not todo:
         raise ValueError("nothing to do: give pairs or a manifest")
     todo = _unique_labels(todo)
+    budget = Budget.coerce(max_cost)
     resolved = await resolve_credentials(credentials)
     target = ArchiveDestination.coerce(destination, storage_options)
-    slots = Slots(asyncio.Semaphore(max_in_flight), concurrency_limit, rate_limit)
+    if dry_run:
+        plan = await plan_pairs(todo, options, resolved, target, budget=budget, force=force, frame_storage_options=manifest_storage_options)
+        await report_plan(plan, key=artifact_key("wan-plan"))
+        logger.info("Dry run, nothing sent: %s", plan.summary)
+        return plan
+    remember_run_credentials(resolved)
+    slots = Slots(asyncio.Semaphore(max_in_flight), concurrency_limit, rate_limit, SpendLedger(budget))
     # Bounds how many pairs hold their frames in memory at once, while keeping the next ones ready.
     admitted = asyncio.Semaphore(max_in_flight + 2)
-    progress_artifact = await acreate_progress_artifact(0.0, key=artifact_key("wan-batch-progress"), description=f"0 of {len(todo)} pairs done")
+    progress = RunProgress(f"batch of {len(todo)}", [PairProgress(label=pair.display_label()) for pair in todo], slots.spend)
+    announce(progress)
+    progress_artifact = await acreate_progress_artifact(0.0, key=artifact_key("wan-batch-progress"), description=progress.line())
     result = BatchResult()
-    done = 0
 
-    async def run(pair: KeyframePair) -> None:
-        nonlocal done
-        pair_progress = PairProgress(label=pair.display_label())
+    async def report_progress() -> None:
+        await aupdate_progress_artifact(progress_artifact, 100.0 * progress.fraction_done, description=progress.line())
+
+    async def run(pair: KeyframePair, pair_progress: PairProgress) -> None:
         async with admitted:
             try:
                 video = await generate_pair(
@@ -115,6 +141,12 @@ async def keyframes_batch(
                     force=force, frame_storage_options=manifest_storage_options, progress=pair_progress,
                 )
                 result.videos.append(video)
+            except SkippedForBudgetError as skipped:
+                estimate = skipped.estimate
+                result.skipped.append(PairSkip(
+                    label=pair_progress.label, reason=skipped.reason,
+                    estimated_cost=estimate.amount if estimate else None, currency=estimate.currency if estimate else None,
+                ))
             except Exception as error:  # one pair's failure must not stop the others
                 logger.error("%s failed: %s: %s", pair_progress.label, type(error).__name__, error)
                 result.failures.append(PairFailure(
@@ -122,12 +154,25 @@ async def keyframes_batch(
                     code=getattr(error, "code", None), message=str(error),
                 ))
             finally:
-                done += 1
-                await aupdate_progress_artifact(progress_artifact, 100.0 * done / len(todo), description=f"{done} of {len(todo)} pairs done")
+                await report_progress()
 
-    await asyncio.gather(*(run(pair) for pair in todo))
+    async def refresh() -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_REFRESH_SECONDS)
+            await report_progress()
+
+    refresher = asyncio.create_task(refresh())
+    try:
+        await asyncio.gather(*(run(pair, pair_progress) for pair, pair_progress in zip(todo, progress.pairs)))
+    finally:
+        refresher.cancel()
+    result.committed, result.billed = slots.spend.totals(), slots.spend.totals(billed_only=True)
     await report_batch(result, key=artifact_key("wan-batch"))
     logger.info("Batch finished: %s", result.summary)
     if result.failures:
         raise BatchFailedError(result.summary)
+    if result.skipped:
+        # Not a failure (the budget did its job), but the run says so where it is seen first.
+        # Prefect makes a returned state the run's final state; callers still get ``result``.
+        return Completed(message=f"Budget reached: {result.summary}", data=result)  # type: ignore[return-value]
     return result

@@ -1,6 +1,7 @@
 """``keyframes_to_video``: the per-pair flow."""
 
-from __future__ import annotations
+# Annotations are evaluated here, not postponed: a Prefect runner validates a deployment run's
+# parameters against them, and postponed names (KeyframePair...) fail there as 'not fully defined'.
 
 import asyncio
 from typing import Any, Optional, Union
@@ -14,6 +15,10 @@ from prefect_wan.blocks.credentials import WanCredentials
 from prefect_wan.client.polling import PollSchedule
 from prefect_wan.flows.models import ArchivedVideo, GenerationOptions, KeyframePair
 from prefect_wan.flows.pipeline import Slots, generate_pair, resolve_credentials
+from prefect_wan.flows.plan import RunPlan, plan_pairs
+from prefect_wan.flows.reporting import artifact_key, report_plan
+from prefect_wan.spend.budget import Budget, SpendLedger
+from prefect_wan.spend.cancellation import cancel_queued_work, remember_run_credentials
 
 Destination = Union[str, RemoteFileSystem, LocalFileSystem, None]
 
@@ -27,7 +32,7 @@ def _run_name() -> str:
     return f"wan-{pair.display_label()}"
 
 
-@flow(name="keyframes-to-video", flow_run_name=_run_name)
+@flow(name="keyframes-to-video", flow_run_name=_run_name, on_cancellation=[cancel_queued_work], on_crashed=[cancel_queued_work])
 async def keyframes_to_video(
     first_frame: str,
     last_frame: str,
@@ -40,7 +45,9 @@ async def keyframes_to_video(
     frame_storage_options: Optional[dict[str, Any]] = None,
     force: bool = False,
     poll: Optional[PollSchedule] = None,
-) -> ArchivedVideo:
+    max_cost: Union[Budget, str, None] = None,
+    dry_run: bool = False,
+) -> Union[ArchivedVideo, RunPlan]:
     """Generate the transition between two keyframes and archive it.
 
     Args:
@@ -55,15 +62,26 @@ async def keyframes_to_video(
         frame_storage_options: fsspec options for reading fsspec-URL frames.
         force: Generate and archive again even when this exact work is archived.
         poll: When to ask the service for news (defaults suit the real service).
+        max_cost: The most this run may spend, with its currency ("2 CNY"); a pair that would cost
+            more is not submitted (the run fails with ``SkippedForBudgetError``, nothing sent).
+        dry_run: Only plan: preflight, say whether it is archived, reusable or to submit and at what
+            cost, and send nothing.
 
     Returns:
-        Where the video and its sidecar are, with the full sidecar record. The same inputs always
-        land at the same path; a re-run returns the archived video without paying again.
+        Where the video and its sidecar are, with the full sidecar record (or the plan, for a dry
+        run). The same inputs always land at the same path; a re-run returns the archived video
+        without paying again.
     """
     pair = KeyframePair.from_fields(first_frame=first_frame, last_frame=last_frame, prompt=prompt, label=label)
+    budget = Budget.coerce(max_cost)
     resolved = await resolve_credentials(credentials)
     target = ArchiveDestination.coerce(destination, storage_options)
+    if dry_run:
+        plan = await plan_pairs([pair], options, resolved, target, budget=budget, force=force, frame_storage_options=frame_storage_options)
+        await report_plan(plan, key=artifact_key(f"wan-plan-{pair.display_label()}"))
+        return plan
+    remember_run_credentials(resolved)
     return await generate_pair(
         pair, options, credentials=resolved, destination=target, poll=poll, force=force,
-        slots=Slots(asyncio.Semaphore(1)), frame_storage_options=frame_storage_options,
+        slots=Slots(asyncio.Semaphore(1), spend=SpendLedger(budget)), frame_storage_options=frame_storage_options,
     )

@@ -132,14 +132,30 @@ class PairFailure(BaseModel):
     message: str
 
 
+class PairSkip(BaseModel):
+    """A pair not submitted because the run's budget could not cover it."""
+
+    label: str
+    reason: str
+    estimated_cost: Optional[float] = None
+    currency: Optional[str] = None
+
+
 class BatchResult(BaseModel):
     videos: list[ArchivedVideo] = Field(default_factory=list)
     failures: list[PairFailure] = Field(default_factory=list)
+    skipped: list[PairSkip] = Field(default_factory=list, description="Pairs left unsubmitted by max_cost.")
+    committed: dict[str, float] = Field(default_factory=dict, description="What this run's own submissions cost, per currency (billed where known, else estimated).")
+    billed: dict[str, float] = Field(default_factory=dict, description="What the service billed for this run's finished tasks (from usage), per currency.")
 
     @property
     def summary(self) -> str:
         reused = sum(v.reused for v in self.videos)
         text = f"{len(self.videos)} archived ({reused} already there), {len(self.failures)} failed"
+        if self.skipped:
+            text += f", {len(self.skipped)} skipped for budget"
+        if self.committed:
+            text += "; spent " + ", ".join(f"{amount:g} {currency}" for currency, amount in self.committed.items())
         if self.failures:
             text += ": " + "; ".join(f"{f.label}: {f.error} {f.message}" for f in self.failures)
         return text

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional, Union
 
@@ -19,26 +20,35 @@ from prefect_wan.archive.destination import ArchiveDestination
 from prefect_wan.archive.record import FrameRecord, RequestRecord
 from prefect_wan.archive.store import archive_stem, find_archived, sidecar_name
 from prefect_wan.blocks.credentials import WanCredentials
-from prefect_wan.client.errors import AdoptedTaskMismatchError, TaskCanceledError, TaskExpiredError, TaskFailedError
+from prefect_wan.client.errors import (
+    AdoptedTaskMismatchError,
+    SubmissionOutcomeUnknownError,
+    TaskCanceledError,
+    TaskExpiredError,
+    TaskFailedError,
+)
 from prefect_wan.client.images import LoadedMedia
 from prefect_wan.client.polling import PollSchedule
 from prefect_wan.client.preflight import PreparedRequest
 from prefect_wan.client.results import SubmittedTask
 from prefect_wan.flows.models import ArchivedVideo, GenerationOptions, KeyframePair
 from prefect_wan.flows.reporting import report_archived, report_failed
+from prefect_wan.spend.budget import SkippedForBudgetError, SpendLedger
+from prefect_wan.spend.pricing import estimate_request_cost
 from prefect_wan.tasks.archive import archive_video
 from prefect_wan.tasks.poll import poll_video
-from prefect_wan.tasks.submit import submit_video
+from prefect_wan.tasks.submit import recorded_submission, submit_video
 
 
 @dataclass
 class Slots:
-    """What bounds a run: pairs in flight (submitted and unfinished) and, when named, a Prefect
-    global concurrency limit and rate limit shared with every other run."""
+    """What bounds a run: pairs in flight (submitted and unfinished), its spending and, when named,
+    a Prefect global concurrency limit and rate limit shared with every other run."""
 
     generating: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
     concurrency_limit: Optional[str] = None
     rate_limit: Optional[str] = None
+    spend: SpendLedger = field(default_factory=SpendLedger)
 
     @contextlib.asynccontextmanager
     async def generation(self) -> AsyncIterator[None]:
@@ -109,7 +119,18 @@ class PairProgress:
     label: str
     fingerprint: Optional[str] = None
     task_id: Optional[str] = None
-    stage: str = "checking"  # checking, submitting, generating, archiving, done, failed
+    stage: str = "checking"  # checking, submitting, generating, archiving, done, failed, skipped
+    submitted_at: Optional[float] = None  # monotonic, when this run's task was accepted
+    finished_at: Optional[float] = None  # monotonic, when its video was ready (not for reused work)
+    charged: bool = False  # this pair entered its work in the run's spend ledger
+
+    def advance(self, stage: str) -> None:
+        now = time.monotonic()
+        if stage == "generating" and self.submitted_at is None:
+            self.submitted_at = now
+        if stage == "archiving" and self.submitted_at is not None:
+            self.finished_at = now
+        self.stage = stage
 
 
 _PLAIN = frozenset({"label", "fresh", "force"})
@@ -149,12 +170,18 @@ async def generate_pair(pair: KeyframePair, options: GenerationOptions, *, progr
     progress = progress or PairProgress(label=pair.display_label())
     try:
         video = await _generate(pair, options, progress=progress, **kwargs)
+    except SkippedForBudgetError as skipped:
+        progress.stage = "skipped"
+        get_run_logger().warning("%s", skipped)
+        raise
     except Exception as error:
+        if isinstance(error, (TaskFailedError, TaskCanceledError)) and progress.charged and progress.fingerprint:
+            kwargs["slots"].spend.release(progress.fingerprint)  # neither is billed
         progress.stage = "failed"
         progress.task_id = progress.task_id or getattr(error, "task_id", None)
         report_failed(progress.label, progress.fingerprint, error, task_id=progress.task_id)
         raise
-    progress.stage = "done"
+    progress.advance("done")
     await report_archived(video)
     return video
 
@@ -178,6 +205,8 @@ async def _generate(
         prepared = await client.prepare(request)  # every rule checked; nothing sent to DashScope
     fingerprint = progress.fingerprint = prepared.fingerprint
     record = request_record(prepared)
+    cost = estimate_request_cost(prepared)
+    spend = slots.spend
     del prepared  # the frames' bytes: the submit task reads them again only if it has to submit
 
     def result(archive, reused: bool) -> ArchivedVideo:
@@ -194,18 +223,37 @@ async def _generate(
         return result(existing, reused=True)
 
     await asyncio.to_thread(destination.check_writable)
+    # Before waiting for a slot: a pair the budget cannot cover must not hold one. A recorded live
+    # task will be adopted, and costs nothing.
+    if force or await recorded_submission(fingerprint, credentials) is None:
+        progress.charged = spend.commit(fingerprint, cost, label=label)
     async with slots.generation():
         progress.stage = "submitting"
-        state, submitted, reused = await _submit(request, credentials, fingerprint, label, slots, refresh=force)
-        progress.task_id, progress.stage = submitted.task_id, "generating"
+        try:
+            state, submitted, reused = await _submit(request, credentials, fingerprint, label, slots, refresh=force)
+        except SubmissionOutcomeUnknownError:
+            raise  # it may have created a task: its charge stands
+        except Exception:
+            if progress.charged:
+                spend.release(fingerprint)  # refused: nothing was created
+            raise
+        if reused and progress.charged:
+            spend.release(fingerprint)
+            progress.charged = False
         if reused:
             logger.info("%s: reusing task %s submitted at %s", label, submitted.task_id, submitted.submitted_at)
+        else:
+            progress.charged |= spend.commit(fingerprint, cost, label=label, check=False)  # paid already, whatever the budget says
+        progress.task_id = submitted.task_id
+        progress.advance("generating")
         state = await _call(poll_video, submitted, credentials, poll, label=label, after=state)
         try:
             video = await state.aresult()
         except (TaskExpiredError, TaskCanceledError, TaskFailedError, AdoptedTaskMismatchError) as error:
             if not _worth_resubmitting(error, reused):
                 raise
+            if reused:  # this run paid nothing so far; a failed task of its own was not billed either
+                progress.charged |= spend.commit(fingerprint, cost, label=label)
             logger.warning("%s: task %s ended %s; submitting once more", label, submitted.task_id, type(error).__name__)
             # No wait_for on the failed poll: Prefect would not run a task whose upstream failed.
             state, submitted, _ = await _submit(request, credentials, fingerprint, label, slots, refresh=True)
@@ -214,6 +262,9 @@ async def _generate(
             video = await state.aresult()
     if submitted.endpoint is None:  # cached by an older version
         submitted = submitted.model_copy(update={"endpoint": credentials.endpoint})
-    progress.stage = "archiving"
+    progress.advance("archiving")
     state = await _call(archive_video, video, submitted, record, destination, label=label, force=force, after=state)
-    return result(await state.aresult(), reused=False)
+    archived = await state.aresult()
+    if progress.charged:  # a task adopted from an earlier run was paid by that run
+        spend.settle(fingerprint, archived.cost)
+    return result(archived, reused=False)

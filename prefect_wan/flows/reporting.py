@@ -10,6 +10,7 @@ from prefect.events import emit_event
 
 from prefect_wan.archive.record import CostEstimate, StoryboardRecord
 from prefect_wan.flows.models import ArchivedVideo, BatchResult
+from prefect_wan.flows.plan import RunPlan
 
 ARCHIVED_EVENT = "prefect_wan.video.archived"
 FAILED_EVENT = "prefect_wan.video.failed"
@@ -90,14 +91,26 @@ def report_failed(label: str, fingerprint: Optional[str], error: BaseException, 
 
 
 async def report_batch(result: BatchResult, key: str) -> None:
+    """The run summary: every pair, what became of it, and what it cost (billed, from ``usage``)."""
     rows = [
-        {"label": v.label, "status": "reused" if v.reused else "archived", "video": v.video_url, "task_id": v.task_id, "error": ""}
+        {
+            "label": v.label, "status": "reused" if v.reused else "archived", "video": v.video_url, "task_id": v.task_id,
+            "cost": "0 (reused)" if v.reused else price_text(v.record.cost), "detail": "",
+        }
         for v in result.videos
     ] + [
-        {"label": f.label, "status": "failed", "video": "", "task_id": f.task_id or "", "error": f"{f.error}: {f.message}"[:300]}
+        {"label": f.label, "status": "failed", "video": "", "task_id": f.task_id or "", "cost": "", "detail": f"{f.error}: {f.message}"[:300]}
         for f in result.failures
+    ] + [
+        {"label": s.label, "status": "skipped for budget", "video": "", "task_id": "", "cost": "0", "detail": s.reason}
+        for s in result.skipped
     ]
     await acreate_table_artifact(table=rows, key=key, description=result.summary)
+
+
+async def report_plan(plan: RunPlan, key: str) -> None:
+    """The dry run's table: what each pair would cost, and the total. Unconfirmed prices say so."""
+    await acreate_table_artifact(table=plan.rows(), key=key, description=f"Plan (nothing sent): {plan.summary}")
 
 
 async def report_storyboard(label: str, record: StoryboardRecord, poster_view_url: Optional[str], *, reused: bool) -> None:

@@ -1,7 +1,8 @@
 """``keyframes_storyboard``: N keyframes, N-1 transitions through the pay-once pair pipeline, one
 stitched video archived like any other."""
 
-from __future__ import annotations
+# Annotations are evaluated here, not postponed: a Prefect runner validates a deployment run's
+# parameters against them, and postponed names (KeyframePair...) fail there as 'not fully defined'.
 
 import asyncio
 import hashlib
@@ -27,8 +28,12 @@ from prefect_wan.client.sizing import output_size
 from prefect_wan.flows.batch import DEFAULT_IN_FLIGHT
 from prefect_wan.flows.keyframes import Destination
 from prefect_wan.flows.models import ArchivedVideo, GenerationOptions, KeyframePair
-from prefect_wan.flows.pipeline import Slots, generate_pair, resolve_credentials
-from prefect_wan.flows.reporting import report_storyboard
+from prefect_wan.flows.pipeline import PairProgress, Slots, generate_pair, resolve_credentials
+from prefect_wan.flows.plan import PlannedAction, RunPlan, plan_pairs
+from prefect_wan.flows.progress import RunProgress, announce
+from prefect_wan.flows.reporting import artifact_key, report_plan, report_storyboard
+from prefect_wan.spend.budget import Budget, SkippedForBudgetError, SpendLedger
+from prefect_wan.spend.cancellation import cancel_queued_work, remember_run_credentials
 from prefect_wan.media.poster import contact_sheet
 from prefect_wan.media.stitch import Fit, stitch
 
@@ -115,7 +120,10 @@ def _total(videos: list[ArchivedVideo]) -> CostEstimate:
     )
 
 
-@flow(name="keyframes-storyboard", flow_run_name="wan-storyboard-{label}")
+@flow(
+    name="keyframes-storyboard", flow_run_name="wan-storyboard-{label}",
+    on_cancellation=[cancel_queued_work], on_crashed=[cancel_queued_work],
+)
 async def keyframes_storyboard(
     keyframes: list[str],
     prompts: Union[str, list[Optional[str]], None] = None,
@@ -133,7 +141,9 @@ async def keyframes_storyboard(
     rate_limit: Optional[str] = None,
     force: bool = False,
     poll: Optional[PollSchedule] = None,
-) -> ArchivedStoryboard:
+    max_cost: Union[Budget, str, None] = None,
+    dry_run: bool = False,
+) -> Union[ArchivedStoryboard, RunPlan]:
     """Generate the N-1 transitions between N keyframes and stitch them, in order, into one MP4.
 
     Args:
@@ -146,6 +156,9 @@ async def keyframes_storyboard(
         fit: When transitions would differ in size: ``pad`` or ``crop`` them to the first one's.
             Without it such keyframes are refused before anything is paid.
         max_in_flight: Transitions submitted and unfinished at once.
+        max_cost: The most the storyboard may cost, with its currency ("5 CNY"). A storyboard is
+            whole or useless, so one the budget cannot cover is refused before anything is sent.
+        dry_run: Only plan the transitions (archived, reusable, to submit, cost); send nothing.
 
     Returns:
         The stitched video's archive location and its sidecar record; re-runs reuse every archived
@@ -153,9 +166,18 @@ async def keyframes_storyboard(
     """
     logger = get_run_logger()
     pairs = _transitions(keyframes, prompts, overrides or {}, label)
+    budget = Budget.coerce(max_cost)
     resolved = await resolve_credentials(credentials)
     target = ArchiveDestination.coerce(destination, storage_options)
     segments, differ = await _check_shapes(pairs, options, resolved, frame_storage_options, fit)
+    if dry_run or budget is not None:
+        plan = await plan_pairs(pairs, options, resolved, target, budget=budget, force=force, frame_storage_options=frame_storage_options)
+        if dry_run:
+            await report_plan(plan, key=artifact_key(f"wan-plan-{label}"))
+            logger.info("Dry run, nothing sent: %s", plan.summary)
+            return plan
+        if over := [p for p in plan.pairs if p.action is PlannedAction.OVER_BUDGET]:
+            raise SkippedForBudgetError(label, f"{len(over)} of its {len(pairs)} transitions are not covered ({plan.summary}); nothing was sent")
     fingerprint = storyboard_fingerprint(segments, drop_boundary=drop_boundary, fit=fit)
     stem = archive_stem(fingerprint, resolved.endpoint)
 
@@ -173,10 +195,13 @@ async def keyframes_storyboard(
         return await result(existing, reused=True)
 
     await asyncio.to_thread(target.check_writable)
-    slots = Slots(asyncio.Semaphore(max_in_flight), concurrency_limit, rate_limit)
+    remember_run_credentials(resolved)
+    slots = Slots(asyncio.Semaphore(max_in_flight), concurrency_limit, rate_limit, SpendLedger(budget))
+    progress = RunProgress(f"storyboard {label}", [PairProgress(label=pair.display_label()) for pair in pairs], slots.spend)
+    announce(progress)
     outcomes = await asyncio.gather(
         *(generate_pair(pair, options, credentials=resolved, destination=target, slots=slots, poll=poll, force=force,
-                        frame_storage_options=frame_storage_options) for pair in pairs),
+                        frame_storage_options=frame_storage_options, progress=pair_progress) for pair, pair_progress in zip(pairs, progress.pairs)),
         return_exceptions=True,
     )
     failed = [(pair.label, error) for pair, error in zip(pairs, outcomes) if isinstance(error, BaseException)]

@@ -15,32 +15,17 @@ from prefect.tasks import exponential_backoff
 
 from prefect_wan.archive.destination import ArchiveDestination
 from prefect_wan.archive.probe import probe_video
-from prefect_wan.archive.record import ArchivedFile, ArchiveRecord, CostEstimate, RequestRecord, VideoProbe
+from prefect_wan.archive.record import ArchivedFile, ArchiveRecord, RequestRecord, VideoProbe
 from prefect_wan.archive.store import archive_stem, download_video, find_archived, publish
-from prefect_wan.client.catalog import lookup_model
 from prefect_wan.client.images import redact_url
-from prefect_wan.client.regions import Region
+from prefect_wan.client.catalog import lookup_model
 from prefect_wan.client.results import SubmittedTask, VideoResult
+from prefect_wan.spend.pricing import estimate_cost
 from prefect_wan.media.poster import contact_sheet, frame_indices_for
 from prefect_wan.tasks.caching import retry_if_transient
 from prefect_wan.tasks.naming import run_name
 
 DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
-
-
-def estimate_cost(request: RequestRecord, billed_seconds: Optional[float]) -> CostEstimate:
-    spec = lookup_model(request.model)
-    price = spec.price(Region(request.region), request.resolution or "") if spec else None
-    if price is None or billed_seconds is None:
-        return CostEstimate(billed_seconds=billed_seconds, note="no published price for this model, region and tier")
-    return CostEstimate(
-        amount=round(price.amount * billed_seconds, 6),
-        currency=price.currency,
-        unit_price=price.amount,
-        billed_seconds=billed_seconds,
-        confirmed=price.confirmed,
-        note="list price per second of output; discounts and free quota not applied",
-    )
 
 
 def _warnings(request: RequestRecord, probe: VideoProbe, expected_audio: bool) -> list[str]:

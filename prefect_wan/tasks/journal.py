@@ -43,6 +43,7 @@ class AttemptState(str, Enum):
     REFUSED = "refused"  # the service provably did not create a task
     UNKNOWN = "unknown"  # the answer was lost or ambiguous; reconcile before sending again
     SUPERSEDED = "superseded"  # reconciled: no task was created
+    CANCELED = "canceled"  # accepted, then canceled at the service while still queued (not billed)
 
 
 class SubmissionAttempt(BaseModel):
@@ -54,6 +55,8 @@ class SubmissionAttempt(BaseModel):
     detail: Optional[str] = None
     host: str = Field(default_factory=socket.gethostname)
     pid: int = Field(default_factory=os.getpid)
+    # Set by the sender, never defaulted from context: a record read back must keep its own run.
+    flow_run_id: Optional[str] = Field(default=None, description="The run that sent it: its cancellation cancels it.")
 
     @property
     def unresolved(self) -> bool:
@@ -85,6 +88,17 @@ class SubmissionRecord(BaseModel):
 
     def task_ids(self) -> set[str]:
         return {a.task_id for a in self.attempts if a.task_id}
+
+
+def current_flow_run_id() -> Optional[str]:
+    """The flow run this code runs for (from a task or a flow), if any."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    task_run = TaskRunContext.get()
+    if task_run is not None and task_run.task_run.flow_run_id is not None:
+        return str(task_run.task_run.flow_run_id)
+    flow_run = FlowRunContext.get()
+    return str(flow_run.flow_run.id) if flow_run is not None and flow_run.flow_run is not None else None
 
 
 def default_journal_url() -> str:
@@ -155,6 +169,29 @@ class SubmissionJournal:
 
     async def known_task_ids(self, since: datetime) -> tuple[set[str], int]:
         return await asyncio.to_thread(self._known_task_ids, since)
+
+    def _sent_by(self, flow_run_id: str) -> list[SubmissionRecord]:
+        since = datetime.now(timezone.utc) - TASK_LIFETIME
+        try:
+            entries = self.fs.ls(self.root, detail=True)
+        except FileNotFoundError:
+            return []
+        found = []
+        for entry in entries:
+            modified = _modified(entry)
+            if not entry["name"].endswith(".json") or (modified is not None and modified < since):
+                continue
+            try:
+                record = SubmissionRecord.model_validate(json.loads(self.fs.cat_file(entry["name"])))
+            except (FileNotFoundError, ValueError, ValidationError):
+                continue
+            if any(a.flow_run_id == flow_run_id for a in record.live_attempts()):
+                found.append(record)
+        return found
+
+    async def sent_by(self, flow_run_id: str) -> list[SubmissionRecord]:
+        """Records with a create sent by this flow run in the last 24 h."""
+        return await asyncio.to_thread(self._sent_by, flow_run_id)
 
 
 class JournalError(WanError):

@@ -25,6 +25,7 @@ from prefect_wan.tasks.journal import (
     SubmissionAttempt,
     SubmissionJournal,
     SubmissionRecord,
+    current_flow_run_id,
     process_task_ids,
     remember_task_ids,
 )
@@ -86,6 +87,12 @@ async def submit_video(
         return await submission.run(fresh=fresh)
 
 
+async def recorded_submission(fingerprint: str, credentials: WanCredentials) -> Optional[SubmittedTask]:
+    """The live task recorded for this work (which a run would adopt), if any. Sends nothing."""
+    record = await SubmissionJournal().read(submission_key(fingerprint, credentials))
+    return record.reusable(SUBMISSION_CACHE_EXPIRATION) if record else None
+
+
 class _Submission:
     """One submit task's work on one journal record (held under the submit lock of its key)."""
 
@@ -123,7 +130,7 @@ class _Submission:
             # The turn spans the intent, the send and, if the answer is lost, the reconciliation: no
             # other create of this process is then outstanding to muddle the task list we read.
             async with self.client.create_turn(self.prepared.spec.name):
-                attempt = SubmissionAttempt(sent_at=datetime.now(timezone.utc))
+                attempt = SubmissionAttempt(sent_at=datetime.now(timezone.utc), flow_run_id=current_flow_run_id())
                 record.attempts.append(attempt)
                 await self.journal.write(record)  # the intent, before a byte is sent
                 submitted = await self._send(record, attempt, call)

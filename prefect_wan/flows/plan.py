@@ -1,0 +1,167 @@
+"""The plan of a run, made before paying: every pair preflighted, what it would cost, nothing sent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from enum import Enum
+from typing import Any, Optional
+
+import httpx
+from pydantic import BaseModel, Field
+
+from prefect_wan.archive.destination import ArchiveDestination
+from prefect_wan.archive.record import CostEstimate
+from prefect_wan.archive.store import find_archived
+from prefect_wan.blocks.credentials import WanCredentials
+from prefect_wan.client.errors import PreflightError
+from prefect_wan.client.preflight import PreparedRequest, prepare
+from prefect_wan.flows.models import GenerationOptions, KeyframePair
+from prefect_wan.spend.budget import Budget, SkippedForBudgetError, SpendLedger
+from prefect_wan.spend.pricing import estimate_request_cost
+from prefect_wan.tasks.submit import recorded_submission
+
+# Frames read at once while planning: enough to hide fsspec latency, few enough for memory.
+PLAN_CONCURRENCY = 8
+
+
+class PlannedAction(str, Enum):
+    ARCHIVED = "archived"  # in the archive already: nothing to pay or download
+    REUSE = "reuse"  # a live task is recorded for this work: the run adopts it, nothing to pay
+    SUBMIT = "submit"  # would be submitted and paid for
+    OVER_BUDGET = "over budget"  # would be submitted, but the budget does not cover it
+    REFUSED = "refused"  # breaks a rule of the service; would never be sent
+
+
+class PlannedPair(BaseModel):
+    label: str
+    action: PlannedAction
+    model: Optional[str] = None
+    resolution: Optional[str] = None
+    seconds: Optional[float] = Field(default=None, description="Billed seconds if submitted (the longest for a smart duration).")
+    output_size: Optional[tuple[int, int]] = None
+    cost: CostEstimate = Field(default_factory=CostEstimate, description="What submitting it costs at list price.")
+    task_id: Optional[str] = Field(default=None, description="The archived or recorded task, for archived and reuse.")
+    fingerprint: Optional[str] = None
+    detail: str = ""
+
+
+class RunPlan(BaseModel):
+    """What a run would do and pay, pair by pair, in manifest order."""
+
+    pairs: list[PlannedPair]
+    budget: Optional[Budget] = None
+
+    def count(self, action: PlannedAction) -> int:
+        return sum(1 for p in self.pairs if p.action is action)
+
+    @property
+    def to_pay(self) -> dict[str, float]:
+        """Estimated spend per currency of the pairs that would be submitted."""
+        sums: dict[str, float] = defaultdict(float)
+        for pair in self.pairs:
+            if pair.action is PlannedAction.SUBMIT and pair.cost.amount is not None and pair.cost.currency:
+                sums[pair.cost.currency] += pair.cost.amount
+        return {currency: round(amount, 6) for currency, amount in sums.items()}
+
+    @property
+    def unpriced(self) -> int:
+        return sum(1 for p in self.pairs if p.action is PlannedAction.SUBMIT and p.cost.amount is None)
+
+    @property
+    def unconfirmed(self) -> bool:
+        return any(p.action is PlannedAction.SUBMIT and p.cost.amount is not None and not p.cost.confirmed for p in self.pairs)
+
+    @property
+    def summary(self) -> str:
+        counts = Counter(p.action for p in self.pairs)
+        parts = [f"{counts[a]} {a.value if a is not PlannedAction.SUBMIT else 'to submit'}" for a in PlannedAction if counts[a]]
+        total = " + ".join(f"{amount:g} {currency}" for currency, amount in self.to_pay.items()) or "0"
+        text = f"{len(self.pairs)} pairs: {', '.join(parts)}; estimated cost {total}"
+        if self.unconfirmed:
+            text += " (includes unconfirmed prices)"
+        if self.unpriced:
+            text += f"; {self.unpriced} pair(s) have no published price"
+        if self.budget is not None:
+            text += f"; max_cost {self.budget}"
+        return text
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat row per pair, for a table artifact, a terminal table or JSON."""
+        return [
+            {
+                "label": p.label,
+                "action": p.action.value,
+                "model": p.model or "",
+                "resolution": p.resolution or "",
+                "size": f"{p.output_size[0]}x{p.output_size[1]}" if p.output_size else "",
+                "seconds": p.seconds if p.seconds is not None else "",
+                "cost": cost_text(p.cost) if p.action in (PlannedAction.SUBMIT, PlannedAction.OVER_BUDGET) else "0",
+                "task_id": p.task_id or "",
+                "detail": p.detail,
+            }
+            for p in self.pairs
+        ]
+
+
+def cost_text(cost: CostEstimate) -> str:
+    if cost.amount is None:
+        return "unknown"
+    return f"{cost.amount:g} {cost.currency}" + ("" if cost.confirmed else " (unconfirmed price)")
+
+
+async def plan_pairs(
+    pairs: list[KeyframePair],
+    options: GenerationOptions,
+    credentials: WanCredentials,
+    destination: ArchiveDestination,
+    *,
+    budget: Optional[Budget] = None,
+    force: bool = False,
+    frame_storage_options: Optional[dict[str, Any]] = None,
+) -> RunPlan:
+    """Preflight every pair and say what a run would do with it. Sends nothing to DashScope.
+
+    Budget is allotted in order: the first pairs to submit are covered, later ones marked over budget.
+    """
+    gate = asyncio.Semaphore(PLAN_CONCURRENCY)
+
+    async def inspect(pair: KeyframePair, http: httpx.AsyncClient) -> PlannedPair:
+        label = pair.display_label()
+        async with gate:
+            try:
+                prepared = await prepare(pair.to_request(options, frame_storage_options), credentials.region, http=http)
+            except PreflightError as refused:
+                return PlannedPair(label=label, action=PlannedAction.REFUSED, detail="; ".join(map(str, refused.violations)))
+            return await _planned(label, prepared, credentials, destination, force)
+
+    async with httpx.AsyncClient(timeout=60.0) as http:
+        planned = list(await asyncio.gather(*(inspect(pair, http) for pair in pairs)))
+    ledger = SpendLedger(budget)
+    for pair in planned:
+        if pair.action is PlannedAction.SUBMIT:
+            try:
+                ledger.commit(pair.fingerprint or pair.label, pair.cost, label=pair.label)
+            except SkippedForBudgetError as skipped:
+                pair.action, pair.detail = PlannedAction.OVER_BUDGET, skipped.reason
+    return RunPlan(pairs=planned, budget=budget)
+
+
+async def _planned(label: str, prepared: PreparedRequest, credentials: WanCredentials, destination: ArchiveDestination, force: bool) -> PlannedPair:
+    cost = estimate_request_cost(prepared)
+    pair = PlannedPair(
+        label=label, action=PlannedAction.SUBMIT, model=prepared.spec.name,
+        resolution=prepared.parameters.resolution or prepared.spec.default_resolution, seconds=cost.billed_seconds,
+        output_size=prepared.output_size, cost=cost, fingerprint=prepared.fingerprint,
+        detail="smart duration: priced at the longest" if cost.note.startswith("smart") else "",
+    )
+    if force:
+        pair.detail = "force: generated again even if archived"
+        return pair
+    if (archived := await find_archived(destination, prepared.fingerprint, credentials.endpoint)) is not None:
+        return pair.model_copy(update={"action": PlannedAction.ARCHIVED, "task_id": archived.task_id, "detail": archived.video.url})
+    if (recorded := await recorded_submission(prepared.fingerprint, credentials)) is not None:
+        return pair.model_copy(update={
+            "action": PlannedAction.REUSE, "task_id": recorded.task_id, "detail": f"submitted {recorded.submitted_at:%Y-%m-%d %H:%M} UTC",
+        })
+    return pair
