@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install clean redis-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m prefect_wan.demo
 
-test: $(STAMP)
+# The many-machines tests start a real Redis server: Debian's, installed here when missing.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "Installing redis-server (Debian package) for the tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }; }
+
+test: $(STAMP) redis-server
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

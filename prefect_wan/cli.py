@@ -166,6 +166,7 @@ BASE_URL = typer.Option(None, "--base-url", help="Host override (a proxy or an e
 WORKSPACE = typer.Option(None, "--workspace", help="Workspace id; builds the workspace host in Tokyo, Frankfurt and Virginia.")
 EMULATOR = typer.Option(False, "--emulator", help="Run against a local emulator started for this command.")
 FORCE = typer.Option(False, "--force", help="Generate again even if archived.")
+COORDINATION = typer.Option(None, "--coordination", help="Name of a saved WanCoordination block (shared records and Redis lock, for several machines).")
 MAX_COST = typer.Option(None, "--max-cost", help="Most the run may commit, with its currency: '12.5 CNY', '3 USD'. Pairs past it are not submitted.")
 
 
@@ -179,7 +180,7 @@ def generate(
     seed: Optional[int] = SEED, negative_prompt: Optional[str] = NEGATIVE, prompt_extend: bool = EXTEND,
     watermark: bool = WATERMARK, dest: str = DEST, credentials: Optional[str] = CREDENTIALS, region: Region = REGION,
     base_url: Optional[str] = BASE_URL, emulator: bool = EMULATOR, force: bool = FORCE, workspace: Optional[str] = WORKSPACE,
-    max_cost: Optional[str] = MAX_COST,
+    max_cost: Optional[str] = MAX_COST, coordination: Optional[str] = COORDINATION,
 ) -> None:
     """Generate the video between two keyframes and archive it."""
     from prefect_wan.flows import ArchivedVideo, KeyframePair, keyframes_to_video
@@ -188,7 +189,8 @@ def generate(
 
     async def run() -> int:
         video = await keyframes_to_video(first, last, prompt=prompt, options=options, label=label,
-                                         credentials=creds, destination=dest, force=force, max_cost=max_cost)
+                                         credentials=creds, destination=dest, force=force, max_cost=max_cost,
+                                         coordination=coordination)
         assert isinstance(video, ArchivedVideo)
         typer.echo(f"video: {video.video_url}")
         typer.echo(f"sidecar: {video.sidecar_url}")
@@ -213,7 +215,8 @@ def batch(
     watermark: bool = WATERMARK, dest: str = DEST, credentials: Optional[str] = CREDENTIALS, region: Region = REGION,
     base_url: Optional[str] = BASE_URL, emulator: bool = EMULATOR, force: bool = FORCE, workspace: Optional[str] = WORKSPACE,
     max_in_flight: int = typer.Option(6, help="Pairs submitted and not yet finished, at most (the service queues the rest of its slots' work)."),
-    max_cost: Optional[str] = MAX_COST,
+    max_cost: Optional[str] = MAX_COST, coordination: Optional[str] = COORDINATION,
+    fan_out: Optional[str] = typer.Option(None, "--fan-out", help="Run each pair as a run of this pair-flow deployment (keyframes-to-video/NAME) on its work pool."),
 ) -> None:
     """Generate and archive every pair of a manifest; exit 1 if any pair failed, 3 if the budget left some unsubmitted."""
     from prefect_wan.flows import BatchFailedError, BatchResult, keyframes_batch
@@ -223,7 +226,8 @@ def batch(
     async def run() -> int:
         try:
             result = await _with_progress(keyframes_batch(manifest=manifest, options=options, credentials=creds, destination=dest,
-                                                          max_in_flight=max_in_flight, force=force, max_cost=max_cost))
+                                                          max_in_flight=max_in_flight, force=force, max_cost=max_cost,
+                                                          coordination=coordination, fan_out=fan_out))
             assert isinstance(result, BatchResult)
         except BatchFailedError as error:
             typer.echo(f"batch: {error}", err=True)
@@ -248,7 +252,7 @@ def storyboard(
     base_url: Optional[str] = BASE_URL, emulator: bool = EMULATOR, force: bool = FORCE, workspace: Optional[str] = WORKSPACE,
     fit: Optional[str] = typer.Option(None, help="pad or crop keyframes of another shape (refused otherwise)."),
     keep_boundary: bool = typer.Option(False, "--keep-boundary", help="Show each inner keyframe twice (once per clip)."),
-    max_cost: Optional[str] = MAX_COST,
+    max_cost: Optional[str] = MAX_COST, coordination: Optional[str] = COORDINATION,
 ) -> None:
     """Generate the transitions through every keyframe and stitch them into one video."""
     from prefect_wan.flows import ArchivedStoryboard, keyframes_storyboard
@@ -265,9 +269,10 @@ def storyboard(
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
     async def run() -> int:
-        board = await _with_progress(keyframes_storyboard(
+        board = await _with_progress(keyframes_storyboard(  # type: ignore[misc]
             spec.keyframes, prompts=spec.prompts, options=options, overrides=spec.overrides, label=spec.label,
             credentials=creds, destination=dest, drop_boundary=not keep_boundary, fit=fit, force=force, max_cost=max_cost,  # type: ignore[arg-type]
+            coordination=coordination,
         ))
         assert isinstance(board, ArchivedStoryboard)
         typer.echo(f"storyboard: {board.video_url}")
@@ -286,7 +291,7 @@ def plan(
     seed: Optional[int] = SEED, negative_prompt: Optional[str] = NEGATIVE, prompt_extend: bool = EXTEND,
     watermark: bool = WATERMARK, dest: str = DEST, credentials: Optional[str] = CREDENTIALS, region: Region = REGION,
     base_url: Optional[str] = BASE_URL, force: bool = FORCE, workspace: Optional[str] = WORKSPACE,
-    max_cost: Optional[str] = MAX_COST,
+    max_cost: Optional[str] = MAX_COST, coordination: Optional[str] = COORDINATION,
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON instead of a table."),
 ) -> None:
     """Say what a batch would do and cost, pair by pair, without sending anything (a dry run)."""
@@ -297,7 +302,7 @@ def plan(
 
     async def run() -> int:
         planned = await keyframes_batch(manifest=manifest, options=options, credentials=creds, destination=dest,
-                                        force=force, max_cost=max_cost, dry_run=True)
+                                        force=force, max_cost=max_cost, dry_run=True, coordination=coordination)
         assert isinstance(planned, RunPlan)
         if as_json:
             typer.echo(planned.model_dump_json(indent=2))
@@ -369,6 +374,21 @@ def list_archive_command(
         for bad in unreadable:
             typer.echo(f"unreadable sidecar {bad.path}: {bad.reason}", err=True)
     raise typer.Exit(EXIT_FAILED if unreadable else EXIT_OK)
+
+
+@app.command()
+def limits(
+    name: str = typer.Argument("wan-account", help="Name of the concurrency limit; the rate limit is NAME-submit."),
+    running: int = typer.Option(2, help="Tasks the account runs at once (2 for kf2v, 5 for wan2.7 and wan3.0), plus what may queue ahead."),
+    submits_per_second: float = typer.Option(1.0, help="Submissions per second the account may make (the service allows 1-2)."),
+) -> None:
+    """Create (or update) the Prefect global limits that every run, on every machine, shares for one account."""
+    from prefect_wan.spend.limits import ensure_account_limits
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    concurrency, rate = asyncio.run(ensure_account_limits(name, running=running, submits_per_second=submits_per_second))
+    typer.echo(f"concurrency limit {concurrency!r}: {running} at once; rate limit {rate!r}: {submits_per_second:g} submissions/s")
+    typer.echo(f"Use: concurrency_limit={concurrency!r}, rate_limit={rate!r} (flow parameters or a WanCoordination block)")
 
 
 @app.command()

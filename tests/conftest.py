@@ -88,3 +88,13 @@ def s3(s3_server, request):
         "s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
     ).create_bucket(Bucket=bucket)
     yield bucket, options
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real Redis server for the session (the distributed submit lock), not a fake."""
+    from tests.helpers import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

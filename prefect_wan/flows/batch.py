@@ -18,9 +18,11 @@ from prefect_wan.blocks.credentials import WanCredentials
 from prefect_wan.client.errors import WanError
 from prefect_wan.client.polling import PollSchedule
 from prefect_wan.flows.keyframes import Destination
+from prefect_wan.flows.fanout import check_fan_out, run_on_pool
 from prefect_wan.flows.manifest import load_manifest
 from prefect_wan.flows.models import BatchResult, GenerationOptions, KeyframePair, PairFailure, PairSkip
-from prefect_wan.flows.pipeline import PairProgress, Slots, generate_pair, resolve_credentials
+from prefect_wan.blocks.coordination import WanCoordination, resolve_coordination
+from prefect_wan.flows.pipeline import PairProgress, Slots, generate_pair, prepare_coordination, resolve_credentials
 from prefect_wan.flows.plan import RunPlan, plan_pairs
 from prefect_wan.flows.progress import RunProgress, announce
 from prefect_wan.flows.reporting import artifact_key, report_batch, report_plan
@@ -75,6 +77,8 @@ async def keyframes_batch(
     poll: Optional[PollSchedule] = None,
     max_cost: Union[Budget, str, None] = None,
     dry_run: bool = False,
+    coordination: Union[WanCoordination, str, None] = None,
+    fan_out: Optional[str] = None,
 ) -> Union[BatchResult, RunPlan]:
     """Generate and archive every pair; one pair's failure never stops the others.
 
@@ -98,6 +102,13 @@ async def keyframes_batch(
             Archived and reused pairs cost nothing.
         dry_run: Only plan: preflight every pair, say what would be archived, reused or submitted
             and at what cost (a table artifact), and send nothing.
+        coordination: Where submission records and submit locks live: a WanCoordination block,
+            its saved name, or None (the block named by PREFECT_WAN_COORDINATION, else this machine).
+        fan_out: Name of a deployment of the pair flow (``keyframes-to-video/<name>``) on a work
+            pool: each pair becomes one of its runs, so every worker of the pool takes a share.
+            This run still checks each pair first (preflight, archive, budget) and gathers the
+            results, failures and progress. Credentials and coordination must then be saved
+            blocks' names, and the destination a place every worker reaches.
 
     Returns:
         The archived videos, the failures and the pairs skipped for budget (or the plan, for a dry
@@ -116,13 +127,18 @@ async def keyframes_batch(
     budget = Budget.coerce(max_cost)
     resolved = await resolve_credentials(credentials)
     target = ArchiveDestination.coerce(destination, storage_options)
+    if fan_out:
+        check_fan_out(credentials, coordination, target)
     if dry_run:
-        plan = await plan_pairs(todo, options, resolved, target, budget=budget, force=force, frame_storage_options=manifest_storage_options)
+        shared = await resolve_coordination(coordination)
+        plan = await plan_pairs(todo, options, resolved, target, budget=budget, force=force,
+                                frame_storage_options=manifest_storage_options, journal=shared.journal())
         await report_plan(plan, key=artifact_key("wan-plan"))
         logger.info("Dry run, nothing sent: %s", plan.summary)
         return plan
-    remember_run_credentials(resolved)
-    slots = Slots(asyncio.Semaphore(max_in_flight), concurrency_limit, rate_limit, SpendLedger(budget))
+    shared = await prepare_coordination(coordination)
+    remember_run_credentials(resolved, shared)
+    slots = Slots(asyncio.Semaphore(max_in_flight), concurrency_limit, rate_limit, SpendLedger(budget), shared)
     # Bounds how many pairs hold their frames in memory at once, while keeping the next ones ready.
     admitted = asyncio.Semaphore(max_in_flight + 2)
     progress = RunProgress(f"batch of {len(todo)}", [PairProgress(label=pair.display_label()) for pair in todo], slots.spend)
@@ -136,10 +152,17 @@ async def keyframes_batch(
     async def run(pair: KeyframePair, pair_progress: PairProgress) -> None:
         async with admitted:
             try:
-                video = await generate_pair(
-                    pair, options, credentials=resolved, destination=target, slots=slots, poll=poll,
-                    force=force, frame_storage_options=manifest_storage_options, progress=pair_progress,
-                )
+                if fan_out:
+                    video = await run_on_pool(
+                        pair, options, deployment=fan_out, credentials_name=str(credentials), credentials=resolved,
+                        coordination_name=coordination if isinstance(coordination, str) else None, destination=target,
+                        slots=slots, poll=poll, force=force, frame_storage_options=manifest_storage_options, progress=pair_progress,
+                    )
+                else:
+                    video = await generate_pair(
+                        pair, options, credentials=resolved, destination=target, slots=slots, poll=poll,
+                        force=force, frame_storage_options=manifest_storage_options, progress=pair_progress,
+                    )
                 result.videos.append(video)
             except SkippedForBudgetError as skipped:
                 estimate = skipped.estimate

@@ -14,7 +14,8 @@ from prefect_wan.archive.destination import DEFAULT_DESTINATION, ArchiveDestinat
 from prefect_wan.blocks.credentials import WanCredentials
 from prefect_wan.client.polling import PollSchedule
 from prefect_wan.flows.models import ArchivedVideo, GenerationOptions, KeyframePair
-from prefect_wan.flows.pipeline import Slots, generate_pair, resolve_credentials
+from prefect_wan.blocks.coordination import WanCoordination, resolve_coordination
+from prefect_wan.flows.pipeline import Slots, generate_pair, prepare_coordination, resolve_credentials
 from prefect_wan.flows.plan import RunPlan, plan_pairs
 from prefect_wan.flows.reporting import artifact_key, report_plan
 from prefect_wan.spend.budget import Budget, SpendLedger
@@ -47,6 +48,7 @@ async def keyframes_to_video(
     poll: Optional[PollSchedule] = None,
     max_cost: Union[Budget, str, None] = None,
     dry_run: bool = False,
+    coordination: Union[WanCoordination, str, None] = None,
 ) -> Union[ArchivedVideo, RunPlan]:
     """Generate the transition between two keyframes and archive it.
 
@@ -66,6 +68,8 @@ async def keyframes_to_video(
             more is not submitted (the run fails with ``SkippedForBudgetError``, nothing sent).
         dry_run: Only plan: preflight, say whether it is archived, reusable or to submit and at what
             cost, and send nothing.
+        coordination: Where submission records and submit locks live: a WanCoordination block,
+            its saved name, or None (the block named by PREFECT_WAN_COORDINATION, else this machine).
 
     Returns:
         Where the video and its sidecar are, with the full sidecar record (or the plan, for a dry
@@ -77,11 +81,14 @@ async def keyframes_to_video(
     resolved = await resolve_credentials(credentials)
     target = ArchiveDestination.coerce(destination, storage_options)
     if dry_run:
-        plan = await plan_pairs([pair], options, resolved, target, budget=budget, force=force, frame_storage_options=frame_storage_options)
+        shared = await resolve_coordination(coordination)
+        plan = await plan_pairs([pair], options, resolved, target, budget=budget, force=force,
+                                frame_storage_options=frame_storage_options, journal=shared.journal())
         await report_plan(plan, key=artifact_key(f"wan-plan-{pair.display_label()}"))
         return plan
-    remember_run_credentials(resolved)
+    shared = await prepare_coordination(coordination)
+    remember_run_credentials(resolved, shared)
     return await generate_pair(
         pair, options, credentials=resolved, destination=target, poll=poll, force=force,
-        slots=Slots(asyncio.Semaphore(1), spend=SpendLedger(budget)), frame_storage_options=frame_storage_options,
+        slots=Slots(asyncio.Semaphore(1), spend=SpendLedger(budget), coordination=shared), frame_storage_options=frame_storage_options,
     )

@@ -86,9 +86,12 @@ class KeyframePair(BaseModel):
         stems = [PurePosixPath(redact_url(f) if "://" in f else f).stem for f in (self.first_frame, self.last_frame) if f]
         return "-".join(stems) or "pair"
 
+    def merged_options(self, options: GenerationOptions) -> GenerationOptions:
+        """The run's options with this pair's own fields in their place."""
+        return options.model_copy(update={key: getattr(self, key) for key in _OVERRIDES if getattr(self, key) is not None})
+
     def to_request(self, options: GenerationOptions, storage_options: Optional[dict[str, Any]] = None) -> KeyframeVideoRequest:
-        merged = options.model_dump()
-        merged.update({key: getattr(self, key) for key in _OVERRIDES if getattr(self, key) is not None})
+        merged = self.merged_options(options).model_dump()
         return KeyframeVideoRequest(
             first_frame=self.first_frame,
             last_frame=self.last_frame,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from uuid import UUID
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional, Union
 
@@ -17,8 +18,9 @@ from prefect.utilities.annotations import quote
 from prefect.concurrency.asyncio import concurrency, rate_limit
 
 from prefect_wan.archive.destination import ArchiveDestination
-from prefect_wan.archive.record import FrameRecord, RequestRecord
+from prefect_wan.archive.record import ArchiveRecord, FrameRecord, RequestRecord
 from prefect_wan.archive.store import archive_stem, find_archived, sidecar_name
+from prefect_wan.blocks.coordination import COORDINATION_ENV, WanCoordination, resolve_coordination
 from prefect_wan.blocks.credentials import WanCredentials
 from prefect_wan.client.errors import (
     AdoptedTaskMismatchError,
@@ -37,6 +39,8 @@ from prefect_wan.spend.budget import SkippedForBudgetError, SpendLedger
 from prefect_wan.spend.pricing import estimate_request_cost
 from prefect_wan.tasks.archive import archive_video
 from prefect_wan.tasks.poll import poll_video
+from prefect_wan.tasks.caching import submission_cache_policy
+from prefect_wan.tasks.journal import SubmissionJournal
 from prefect_wan.tasks.submit import recorded_submission, submit_video
 
 
@@ -49,6 +53,25 @@ class Slots:
     concurrency_limit: Optional[str] = None
     rate_limit: Optional[str] = None
     spend: SpendLedger = field(default_factory=SpendLedger)
+    coordination: WanCoordination = field(default_factory=WanCoordination)
+    _submit_task: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # The account's shared limits, when the run names none of its own.
+        self.concurrency_limit = self.concurrency_limit or self.coordination.concurrency_limit
+        self.rate_limit = self.rate_limit or self.coordination.rate_limit
+
+    @property
+    def journal(self) -> SubmissionJournal:
+        return self.coordination.journal()
+
+    def submit_task(self) -> Any:
+        """The submit task under this run's lock: this machine's file locks, or Redis."""
+        if self.coordination.redis_url is None:
+            return submit_video
+        if self._submit_task is None:
+            self._submit_task = submit_video.with_options(cache_policy=submission_cache_policy(self.coordination.lock_manager()))
+        return self._submit_task
 
     @contextlib.asynccontextmanager
     async def generation(self) -> AsyncIterator[None]:
@@ -71,6 +94,44 @@ async def resolve_credentials(credentials: Union[WanCredentials, str, None]) -> 
     if isinstance(credentials, str):
         return await WanCredentials.aload(credentials)
     return WanCredentials()
+
+
+# Work pools whose flow runs execute on the worker's own host (and so share its PREFECT_HOME).
+_SAME_HOST_POOL_TYPES = ("process",)
+
+
+async def prepare_coordination(coordination: Union[WanCoordination, str, None]) -> WanCoordination:
+    """The run's shared state, checked before anything is submitted: refused when it is configured
+    for several machines but lives on one, or when its Redis or store cannot be reached; a warning
+    when the run executes on container infrastructure with this machine's state."""
+    resolved = await resolve_coordination(coordination)
+    await resolved.check()
+    local = resolved.local_parts()
+    if local and (pool := await _work_pool_of_this_run()) is not None and pool[1] not in _SAME_HOST_POOL_TYPES:
+        get_run_logger().warning(
+            "This run executes on work pool %r (type %s), whose flow runs may start on a fresh container or another host, "
+            "but it keeps %s: a run rescheduled elsewhere, or a second worker, would pay for the same pairs again. "
+            "Save a WanCoordination block with a shared submissions_url and a redis_url (many_machines=True) and pass its "
+            "name as coordination=, or set %s in the work pool's environment.",
+            pool[0], pool[1], " and ".join(local), COORDINATION_ENV,
+        )
+    return resolved
+
+
+async def _work_pool_of_this_run() -> Optional[tuple[str, str]]:
+    """(name, type) of the work pool running this flow run, if it runs on one."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    if run_id is None:
+        return None
+    async with get_client() as client:
+        run = await client.read_flow_run(UUID(run_id))
+        if not run.work_pool_name:
+            return None
+        pool = await client.read_work_pool(run.work_pool_name)
+    return pool.name, pool.type
 
 
 def _frame(media: LoadedMedia) -> FrameRecord:
@@ -155,10 +216,21 @@ async def _call(task: Any, *args: Any, after: Optional[State] = None, **kwargs: 
 
 async def _submit(request, credentials, fingerprint, label, slots: Slots, *, refresh: bool, after: Optional[State] = None) -> tuple[State, SubmittedTask, bool]:
     await slots.before_submit()
-    task = submit_video.with_options(refresh_cache=True) if refresh else submit_video
-    state = await _call(task, request, credentials, fingerprint=fingerprint, label=label, fresh=refresh, after=after)
+    task = slots.submit_task()
+    task = task.with_options(refresh_cache=True) if refresh else task
+    state = await _call(task, request, credentials, fingerprint=fingerprint, label=label, fresh=refresh, after=after, coordination=slots.coordination)
     submitted: SubmittedTask = await state.aresult()
     return state, submitted, state.name == "Cached" or submitted.reused_from is not None
+
+
+def archived_video(label: str, record: ArchiveRecord, destination: ArchiveDestination, endpoint: str, *, reused: bool) -> ArchivedVideo:
+    """What a flow returns for an archived video: where it and its sidecar are, and the record."""
+    return ArchivedVideo(
+        label=label, fingerprint=record.fingerprint, task_id=record.task_id, video_url=record.video.url,
+        sidecar_url=destination.public_url(destination.path(sidecar_name(archive_stem(record.fingerprint, endpoint)))),
+        reused=reused, record=record,
+        poster_view_url=destination.viewable_url(record.poster.path) if record.poster else None,
+    )
 
 
 async def generate_pair(pair: KeyframePair, options: GenerationOptions, *, progress: Optional[PairProgress] = None, **kwargs) -> ArchivedVideo:
@@ -209,13 +281,8 @@ async def _generate(
     spend = slots.spend
     del prepared  # the frames' bytes: the submit task reads them again only if it has to submit
 
-    def result(archive, reused: bool) -> ArchivedVideo:
-        return ArchivedVideo(
-            label=label, fingerprint=fingerprint, task_id=archive.task_id, video_url=archive.video.url,
-            sidecar_url=destination.public_url(destination.path(sidecar_name(archive_stem(fingerprint, credentials.endpoint)))),
-            reused=reused, record=archive,
-            poster_view_url=destination.viewable_url(archive.poster.path) if archive.poster else None,
-        )
+    def result(archive: ArchiveRecord, reused: bool) -> ArchivedVideo:
+        return archived_video(label, archive, destination, credentials.endpoint, reused=reused)
 
     if not force and (existing := await find_archived(destination, fingerprint, credentials.endpoint)) is not None:
         logger.info("%s: already archived at %s; nothing to submit or download", label, existing.video.url)
@@ -225,7 +292,7 @@ async def _generate(
     await asyncio.to_thread(destination.check_writable)
     # Before waiting for a slot: a pair the budget cannot cover must not hold one. A recorded live
     # task will be adopted, and costs nothing.
-    if force or await recorded_submission(fingerprint, credentials) is None:
+    if force or await recorded_submission(fingerprint, credentials, slots.journal) is None:
         progress.charged = spend.commit(fingerprint, cost, label=label)
     async with slots.generation():
         progress.stage = "submitting"

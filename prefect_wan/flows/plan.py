@@ -19,6 +19,7 @@ from prefect_wan.client.preflight import PreparedRequest, prepare
 from prefect_wan.flows.models import GenerationOptions, KeyframePair
 from prefect_wan.spend.budget import Budget, SkippedForBudgetError, SpendLedger
 from prefect_wan.spend.pricing import estimate_request_cost
+from prefect_wan.tasks.journal import SubmissionJournal
 from prefect_wan.tasks.submit import recorded_submission
 
 # Frames read at once while planning: enough to hide fsspec latency, few enough for memory.
@@ -119,6 +120,7 @@ async def plan_pairs(
     budget: Optional[Budget] = None,
     force: bool = False,
     frame_storage_options: Optional[dict[str, Any]] = None,
+    journal: Optional[SubmissionJournal] = None,
 ) -> RunPlan:
     """Preflight every pair and say what a run would do with it. Sends nothing to DashScope.
 
@@ -133,7 +135,7 @@ async def plan_pairs(
                 prepared = await prepare(pair.to_request(options, frame_storage_options), credentials.region, http=http)
             except PreflightError as refused:
                 return PlannedPair(label=label, action=PlannedAction.REFUSED, detail="; ".join(map(str, refused.violations)))
-            return await _planned(label, prepared, credentials, destination, force)
+            return await _planned(label, prepared, credentials, destination, force, journal)
 
     async with httpx.AsyncClient(timeout=60.0) as http:
         planned = list(await asyncio.gather(*(inspect(pair, http) for pair in pairs)))
@@ -147,7 +149,10 @@ async def plan_pairs(
     return RunPlan(pairs=planned, budget=budget)
 
 
-async def _planned(label: str, prepared: PreparedRequest, credentials: WanCredentials, destination: ArchiveDestination, force: bool) -> PlannedPair:
+async def _planned(
+    label: str, prepared: PreparedRequest, credentials: WanCredentials, destination: ArchiveDestination, force: bool,
+    journal: Optional[SubmissionJournal],
+) -> PlannedPair:
     cost = estimate_request_cost(prepared)
     pair = PlannedPair(
         label=label, action=PlannedAction.SUBMIT, model=prepared.spec.name,
@@ -160,7 +165,7 @@ async def _planned(label: str, prepared: PreparedRequest, credentials: WanCreden
         return pair
     if (archived := await find_archived(destination, prepared.fingerprint, credentials.endpoint)) is not None:
         return pair.model_copy(update={"action": PlannedAction.ARCHIVED, "task_id": archived.task_id, "detail": archived.video.url})
-    if (recorded := await recorded_submission(prepared.fingerprint, credentials)) is not None:
+    if (recorded := await recorded_submission(prepared.fingerprint, credentials, journal)) is not None:
         return pair.model_copy(update={
             "action": PlannedAction.REUSE, "task_id": recorded.task_id, "detail": f"submitted {recorded.submitted_at:%Y-%m-%d %H:%M} UTC",
         })

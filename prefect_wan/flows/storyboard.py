@@ -28,7 +28,8 @@ from prefect_wan.client.sizing import output_size
 from prefect_wan.flows.batch import DEFAULT_IN_FLIGHT
 from prefect_wan.flows.keyframes import Destination
 from prefect_wan.flows.models import ArchivedVideo, GenerationOptions, KeyframePair
-from prefect_wan.flows.pipeline import PairProgress, Slots, generate_pair, resolve_credentials
+from prefect_wan.blocks.coordination import WanCoordination, resolve_coordination
+from prefect_wan.flows.pipeline import PairProgress, Slots, generate_pair, prepare_coordination, resolve_credentials
 from prefect_wan.flows.plan import PlannedAction, RunPlan, plan_pairs
 from prefect_wan.flows.progress import RunProgress, announce
 from prefect_wan.flows.reporting import artifact_key, report_plan, report_storyboard
@@ -143,6 +144,7 @@ async def keyframes_storyboard(
     poll: Optional[PollSchedule] = None,
     max_cost: Union[Budget, str, None] = None,
     dry_run: bool = False,
+    coordination: Union[WanCoordination, str, None] = None,
 ) -> Union[ArchivedStoryboard, RunPlan]:
     """Generate the N-1 transitions between N keyframes and stitch them, in order, into one MP4.
 
@@ -159,6 +161,8 @@ async def keyframes_storyboard(
         max_cost: The most the storyboard may cost, with its currency ("5 CNY"). A storyboard is
             whole or useless, so one the budget cannot cover is refused before anything is sent.
         dry_run: Only plan the transitions (archived, reusable, to submit, cost); send nothing.
+        coordination: Where submission records and submit locks live: a WanCoordination block,
+            its saved name, or None (the block named by PREFECT_WAN_COORDINATION, else this machine).
 
     Returns:
         The stitched video's archive location and its sidecar record; re-runs reuse every archived
@@ -170,8 +174,10 @@ async def keyframes_storyboard(
     resolved = await resolve_credentials(credentials)
     target = ArchiveDestination.coerce(destination, storage_options)
     segments, differ = await _check_shapes(pairs, options, resolved, frame_storage_options, fit)
+    shared = await (resolve_coordination(coordination) if dry_run else prepare_coordination(coordination))
     if dry_run or budget is not None:
-        plan = await plan_pairs(pairs, options, resolved, target, budget=budget, force=force, frame_storage_options=frame_storage_options)
+        plan = await plan_pairs(pairs, options, resolved, target, budget=budget, force=force,
+                                frame_storage_options=frame_storage_options, journal=shared.journal())
         if dry_run:
             await report_plan(plan, key=artifact_key(f"wan-plan-{label}"))
             logger.info("Dry run, nothing sent: %s", plan.summary)
@@ -195,8 +201,8 @@ async def keyframes_storyboard(
         return await result(existing, reused=True)
 
     await asyncio.to_thread(target.check_writable)
-    remember_run_credentials(resolved)
-    slots = Slots(asyncio.Semaphore(max_in_flight), concurrency_limit, rate_limit, SpendLedger(budget))
+    remember_run_credentials(resolved, shared)
+    slots = Slots(asyncio.Semaphore(max_in_flight), concurrency_limit, rate_limit, SpendLedger(budget), shared)
     progress = RunProgress(f"storyboard {label}", [PairProgress(label=pair.display_label()) for pair in pairs], slots.spend)
     announce(progress)
     outcomes = await asyncio.gather(

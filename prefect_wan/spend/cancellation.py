@@ -16,6 +16,7 @@ from typing import Any, Optional, Union
 from prefect.events import emit_event
 from pydantic import BaseModel, Field
 
+from prefect_wan.blocks.coordination import WanCoordination, resolve_coordination
 from prefect_wan.blocks.credentials import WanCredentials
 from prefect_wan.client.client import DashScopeClient
 from prefect_wan.client.errors import DashScopeError, UnsupportedOperationError, WanError
@@ -26,7 +27,7 @@ STOPPED_EVENT = "prefect_wan.run.stopped"
 # Queries and cancels at once: well under the service's 20 queries/s, quick for hundreds of tasks.
 CANCEL_CONCURRENCY = 5
 
-_RUN_CREDENTIALS: dict[str, WanCredentials] = {}
+_RUN_STATE: dict[str, tuple[WanCredentials, WanCoordination]] = {}
 
 
 class StoppedTasks(BaseModel):
@@ -51,11 +52,11 @@ class StoppedTasks(BaseModel):
         return "; ".join(parts)
 
 
-def remember_run_credentials(credentials: WanCredentials) -> None:
-    """Keep the run's credentials for its cancellation hook, when that runs in this process."""
+def remember_run_credentials(credentials: WanCredentials, coordination: WanCoordination) -> None:
+    """Keep the run's credentials and records' location for its cancellation hook, when that runs in this process."""
     run_id = current_flow_run_id()
     if run_id is not None:
-        _RUN_CREDENTIALS[run_id] = credentials
+        _RUN_STATE[run_id] = (credentials, coordination)
 
 
 async def cancel_queued_tasks(flow_run_id: str, credentials: WanCredentials, journal: Optional[SubmissionJournal] = None) -> StoppedTasks:
@@ -111,11 +112,21 @@ async def _stop(client: DashScopeClient, task_id: str, report: StoppedTasks) -> 
     return status.value.lower()
 
 
-async def _credentials_of(flow_run: Any) -> Union[WanCredentials, str]:
-    """The run's credentials, or why they cannot be had (never the key itself)."""
+async def _run_state_of(flow_run: Any) -> tuple[Union[WanCredentials, str], SubmissionJournal]:
+    """The run's credentials (or why they cannot be had, never the key itself) and its journal."""
     run_id = str(flow_run.id)
-    if run_id in _RUN_CREDENTIALS:
-        return _RUN_CREDENTIALS.pop(run_id)
+    if run_id in _RUN_STATE:
+        credentials, coordination = _RUN_STATE.pop(run_id)
+        return credentials, coordination.journal()
+    given = (flow_run.parameters or {}).get("coordination")
+    try:
+        journal = (await resolve_coordination(given if isinstance(given, str) else None)).journal()
+    except WanError:
+        journal = SubmissionJournal()
+    return await _credentials_from_parameters(flow_run), journal
+
+
+async def _credentials_from_parameters(flow_run: Any) -> Union[WanCredentials, str]:
     given = (flow_run.parameters or {}).get("credentials")
     try:
         if isinstance(given, str):
@@ -134,13 +145,13 @@ async def cancel_queued_work(flow: Any, flow_run: Any, state: Any) -> None:
     from prefect.logging.loggers import flow_run_logger
 
     logger: Union[logging.Logger, logging.LoggerAdapter] = flow_run_logger(flow_run, flow)
-    credentials = await _credentials_of(flow_run)
+    credentials, journal = await _run_state_of(flow_run)
     if isinstance(credentials, str):
-        records = await SubmissionJournal().sent_by(str(flow_run.id))
+        records = await journal.sent_by(str(flow_run.id))
         ids = sorted({a.task_id for r in records for a in r.live_attempts() if a.task_id and a.flow_run_id == str(flow_run.id)})
         logger.error("Could not cancel this run's queued tasks (%s); cancel them by hand if they are still PENDING: %s", credentials, ", ".join(ids) or "none")
         return
-    report = await cancel_queued_tasks(str(flow_run.id), credentials)
+    report = await cancel_queued_tasks(str(flow_run.id), credentials, journal)
     logger.warning("Run %s: %s", state.name if state is not None else "stopped", report.describe())
     emit_event(
         STOPPED_EVENT,

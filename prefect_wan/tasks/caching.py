@@ -12,6 +12,7 @@ from typing import Any, Optional
 import httpx
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
+from prefect.locking.protocol import LockManager
 from prefect.settings import get_current_settings
 from prefect.transactions import IsolationLevel
 from prefect.utilities.hashing import hash_objects
@@ -22,8 +23,8 @@ from prefect_wan.tasks.locking import SubmitLockManager
 
 
 def default_lock_manager() -> SubmitLockManager:
-    """Locks under PREFECT_HOME: shared by every process of this machine. For workers on several
-    machines, configure the policy with a distributed manager (e.g. prefect-redis)."""
+    """Locks under PREFECT_HOME: shared by every process of this machine. Workers on several
+    machines lock with Redis instead (``WanCoordination.redis_url``)."""
     return SubmitLockManager(Path(get_current_settings().home) / "locks" / "prefect-wan")
 
 
@@ -59,9 +60,10 @@ class SubmissionCachePolicy(CachePolicy):
         return submission_key(fingerprint, credentials)
 
 
-def submission_cache_policy() -> CachePolicy:
+def submission_cache_policy(lock_manager: Optional[LockManager] = None) -> CachePolicy:
+    """The submit task's policy: SERIALIZABLE under this machine's file locks, or the lock given."""
     return SubmissionCachePolicy().configure(
-        isolation_level=IsolationLevel.SERIALIZABLE, lock_manager=default_lock_manager()
+        isolation_level=IsolationLevel.SERIALIZABLE, lock_manager=lock_manager or default_lock_manager()
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 from prefect import get_run_logger, task
 from prefect.tasks import exponential_backoff
@@ -30,6 +30,9 @@ from prefect_wan.tasks.journal import (
     remember_task_ids,
 )
 from prefect_wan.tasks.naming import run_name
+
+if TYPE_CHECKING:
+    from prefect_wan.blocks.coordination import WanCoordination
 
 # Task ids answer for 24 h; an older cached id would poll into UNKNOWN.
 SUBMISSION_CACHE_EXPIRATION = timedelta(hours=23)
@@ -62,13 +65,16 @@ async def submit_video(
     fingerprint: Optional[str] = None,
     label: Optional[str] = None,
     fresh: bool = False,
+    coordination: Optional["WanCoordination"] = None,
 ) -> SubmittedTask:
     """Submit one keyframe pair and return the accepted task.
 
     Cached on the request fingerprint (pass ``fingerprint`` when you already have it, to spare
     reading the frames twice), and journaled before every create call, so retries, re-runs and
     runs after a crash reuse the task instead of paying again. ``fresh`` asks for a new task even
-    when one is recorded (after that one failed, or to generate again).
+    when one is recorded (after that one failed, or to generate again). ``coordination`` says where
+    the records live (this machine's ``PREFECT_HOME`` by default); the caller picks the matching lock
+    through the task's cache policy.
 
     A create whose answer is lost (no answer, a 5xx, an unreadable body) is reconciled with the
     service's task list: adopted when it provably created our task, resent when it provably
@@ -76,7 +82,7 @@ async def submit_video(
     unexplained candidates; it is never resent blindly.
     """
     logger = get_run_logger()
-    journal = SubmissionJournal()
+    journal = coordination.journal() if coordination is not None else SubmissionJournal()
     async with credentials.get_client() as client:
         prepared = await client.prepare(request)
         if fingerprint and prepared.fingerprint != fingerprint:
@@ -87,9 +93,9 @@ async def submit_video(
         return await submission.run(fresh=fresh)
 
 
-async def recorded_submission(fingerprint: str, credentials: WanCredentials) -> Optional[SubmittedTask]:
+async def recorded_submission(fingerprint: str, credentials: WanCredentials, journal: Optional[SubmissionJournal] = None) -> Optional[SubmittedTask]:
     """The live task recorded for this work (which a run would adopt), if any. Sends nothing."""
-    record = await SubmissionJournal().read(submission_key(fingerprint, credentials))
+    record = await (journal or SubmissionJournal()).read(submission_key(fingerprint, credentials))
     return record.reusable(SUBMISSION_CACHE_EXPIRATION) if record else None
 
 
