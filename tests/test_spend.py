@@ -164,3 +164,27 @@ def test_the_plan_command_prints_the_table_and_json(prefect_harness, emulator, t
     assert plan.to_pay == {"USD": 1.5} and emulator.counters().api_requests == 0
     refused = subprocess.run(base + ["--max-cost", "1.5"], env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "max_cost='1.5'" in refused.stderr
+
+
+async def test_a_daily_budget_holds_across_runs(prefect_harness, emulator, tmp_path):
+    from prefect_wan.blocks import WanCoordination
+    from prefect_wan.spend.account import DailyBudget
+
+    coordination = WanCoordination(submissions_url=str(tmp_path / "shared"), daily_budget="1 USD")
+    common = dict(options=GenerationOptions(**PRICED), credentials=emulator.credentials(), destination=str(tmp_path / "archive"),
+                  poll=POLL, coordination=coordination)
+
+    first = await keyframes_batch(pairs=pairs(2, seed=7700), **common)
+    second = await keyframes_batch(pairs=pairs(2, seed=7710), **common)
+    again = await keyframes_batch(pairs=pairs(2, seed=7700), **common)
+
+    assert isinstance(first, BatchResult) and isinstance(second, BatchResult) and isinstance(again, BatchResult)
+    assert len(first.videos) == 2 and not first.skipped
+    assert not second.videos and all("past its daily budget of 1 USD" in s.reason for s in second.skipped) and len(second.skipped) == 2
+    assert all(v.reused for v in again.videos) and len(again.videos) == 2  # archived work costs nothing, even over budget
+    assert emulator.counters().submissions_accepted == 2
+    daily = DailyBudget(Budget(amount=1, currency="USD"), coordination.journal(), coordination.lock_manager())
+    today = await daily.spent_today(emulator.credentials().endpoint)
+    assert today.committed("USD") == pytest.approx(1.0) and len(today.entries) == 2
+    with pytest.raises(ValueError, match="daily_budget='lots'"):
+        WanCoordination(daily_budget="lots")

@@ -84,9 +84,23 @@ class WanCoordination(Block):
     concurrency_limit: Optional[str] = Field(
         default=None, description="Prefect global concurrency limit held while a pair is in flight (the account's running slots)."
     )
+    daily_budget: Optional[str] = Field(
+        default=None,
+        description="Most the account may commit per UTC day, across runs and machines, with its currency ('200 CNY'). "
+        "Kept beside the submission records; pairs past it are skipped for budget.",
+    )
     rate_limit: Optional[str] = Field(
         default=None, description="Prefect rate limit (slot decay) taken before each submission (the account's submission rate)."
     )
+
+    @field_validator("daily_budget")
+    @classmethod
+    def _daily_budget(cls, value: Optional[str]) -> Optional[str]:
+        if value:
+            from prefect_wan.spend.budget import Budget
+
+            Budget.coerce(value, field="daily_budget")
+        return value or None
 
     @field_validator("redis_url")
     @classmethod

@@ -96,7 +96,7 @@ async def _run_on_pool(
         progress.task_id = existing.task_id
         return archived_video(label, existing, destination, credentials.endpoint, reused=True)
     if force or await recorded_submission(fingerprint, credentials, slots.journal) is None:
-        progress.charged = slots.spend.commit(fingerprint, cost, label=label)
+        progress.charged = await slots.commit_spend(credentials.endpoint, fingerprint, cost, label=label)
     parameters = {
         "first_frame": pair.first_frame, "last_frame": pair.last_frame, "prompt": pair.prompt, "label": label,
         "options": pair.merged_options(options).model_dump(mode="json"), "credentials": credentials_name,

@@ -18,7 +18,7 @@ from prefect.utilities.annotations import quote
 from prefect.concurrency.asyncio import concurrency, rate_limit
 
 from prefect_wan.archive.destination import ArchiveDestination
-from prefect_wan.archive.record import ArchiveRecord, FrameRecord, RequestRecord
+from prefect_wan.archive.record import ArchiveRecord, CostEstimate, FrameRecord, RequestRecord
 from prefect_wan.archive.store import archive_stem, find_archived, sidecar_name
 from prefect_wan.blocks.coordination import COORDINATION_ENV, WanCoordination, resolve_coordination
 from prefect_wan.blocks.credentials import WanCredentials
@@ -35,12 +35,13 @@ from prefect_wan.client.preflight import PreparedRequest
 from prefect_wan.client.results import SubmittedTask
 from prefect_wan.flows.models import ArchivedVideo, GenerationOptions, KeyframePair
 from prefect_wan.flows.reporting import report_archived, report_failed
-from prefect_wan.spend.budget import SkippedForBudgetError, SpendLedger
+from prefect_wan.spend.account import DailyBudget
+from prefect_wan.spend.budget import Budget, SkippedForBudgetError, SpendLedger
 from prefect_wan.spend.pricing import estimate_request_cost
 from prefect_wan.tasks.archive import archive_video
 from prefect_wan.tasks.poll import poll_video
 from prefect_wan.tasks.caching import submission_cache_policy
-from prefect_wan.tasks.journal import SubmissionJournal
+from prefect_wan.tasks.journal import SubmissionJournal, current_flow_run_id
 from prefect_wan.tasks.submit import recorded_submission, submit_video
 
 
@@ -55,23 +56,54 @@ class Slots:
     spend: SpendLedger = field(default_factory=SpendLedger)
     coordination: WanCoordination = field(default_factory=WanCoordination)
     _submit_task: Any = field(default=None, init=False, repr=False)
+    _lock_manager: Any = field(default=None, init=False, repr=False)
+    _daily: Optional[DailyBudget] = field(default=None, init=False, repr=False)
+    _daily_keys: set[str] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # The account's shared limits, when the run names none of its own.
         self.concurrency_limit = self.concurrency_limit or self.coordination.concurrency_limit
         self.rate_limit = self.rate_limit or self.coordination.rate_limit
+        budget = Budget.coerce(self.coordination.daily_budget, field="daily_budget")
+        if budget is not None:
+            self._daily = DailyBudget(budget, self.journal, self.lock_manager)
 
     @property
     def journal(self) -> SubmissionJournal:
         return self.coordination.journal()
+
+    @property
+    def lock_manager(self) -> Any:
+        if self._lock_manager is None:
+            self._lock_manager = self.coordination.lock_manager()
+        return self._lock_manager
 
     def submit_task(self) -> Any:
         """The submit task under this run's lock: this machine's file locks, or Redis."""
         if self.coordination.redis_url is None:
             return submit_video
         if self._submit_task is None:
-            self._submit_task = submit_video.with_options(cache_policy=submission_cache_policy(self.coordination.lock_manager()))
+            self._submit_task = submit_video.with_options(cache_policy=submission_cache_policy(self.lock_manager))
         return self._submit_task
+
+    async def commit_spend(self, endpoint: str, key: str, cost: CostEstimate, *, label: str, check: bool = True) -> bool:
+        """Enter a submission about to be sent in the run's ledger and the account's day, or raise
+        ``SkippedForBudgetError``; True when this call entered it in the run's ledger."""
+        entered = self.spend.commit(key, cost, label=label, check=check)
+        if entered and self._daily is not None:
+            try:
+                if await self._daily.commit(endpoint, key, cost, label=label, flow_run_id=current_flow_run_id(), check=check):
+                    self._daily_keys.add(key)
+            except BaseException:
+                self.spend.release(key)
+                raise
+        return entered
+
+    async def release_spend(self, endpoint: str, key: str) -> None:
+        self.spend.release(key)
+        if self._daily is not None and key in self._daily_keys:  # only what this run entered
+            self._daily_keys.discard(key)
+            await self._daily.release(endpoint, key)
 
     @contextlib.asynccontextmanager
     async def generation(self) -> AsyncIterator[None]:
@@ -248,7 +280,7 @@ async def generate_pair(pair: KeyframePair, options: GenerationOptions, *, progr
         raise
     except Exception as error:
         if isinstance(error, (TaskFailedError, TaskCanceledError)) and progress.charged and progress.fingerprint:
-            kwargs["slots"].spend.release(progress.fingerprint)  # neither is billed
+            await kwargs["slots"].release_spend(kwargs["credentials"].endpoint, progress.fingerprint)  # neither is billed
         progress.stage = "failed"
         progress.task_id = progress.task_id or getattr(error, "task_id", None)
         report_failed(progress.label, progress.fingerprint, error, task_id=progress.task_id)
@@ -293,7 +325,7 @@ async def _generate(
     # Before waiting for a slot: a pair the budget cannot cover must not hold one. A recorded live
     # task will be adopted, and costs nothing.
     if force or await recorded_submission(fingerprint, credentials, slots.journal) is None:
-        progress.charged = spend.commit(fingerprint, cost, label=label)
+        progress.charged = await slots.commit_spend(credentials.endpoint, fingerprint, cost, label=label)
     async with slots.generation():
         progress.stage = "submitting"
         try:
@@ -302,15 +334,16 @@ async def _generate(
             raise  # it may have created a task: its charge stands
         except Exception:
             if progress.charged:
-                spend.release(fingerprint)  # refused: nothing was created
+                await slots.release_spend(credentials.endpoint, fingerprint)  # refused: nothing was created
             raise
         if reused and progress.charged:
-            spend.release(fingerprint)
+            await slots.release_spend(credentials.endpoint, fingerprint)
             progress.charged = False
         if reused:
             logger.info("%s: reusing task %s submitted at %s", label, submitted.task_id, submitted.submitted_at)
         else:
-            progress.charged |= spend.commit(fingerprint, cost, label=label, check=False)  # paid already, whatever the budget says
+            # Paid already, whatever the budgets say.
+            progress.charged |= await slots.commit_spend(credentials.endpoint, fingerprint, cost, label=label, check=False)
         progress.task_id = submitted.task_id
         progress.advance("generating")
         state = await _call(poll_video, submitted, credentials, poll, label=label, after=state)
@@ -320,7 +353,7 @@ async def _generate(
             if not _worth_resubmitting(error, reused):
                 raise
             if reused:  # this run paid nothing so far; a failed task of its own was not billed either
-                progress.charged |= spend.commit(fingerprint, cost, label=label)
+                progress.charged |= await slots.commit_spend(credentials.endpoint, fingerprint, cost, label=label)
             logger.warning("%s: task %s ended %s; submitting once more", label, submitted.task_id, type(error).__name__)
             # No wait_for on the failed poll: Prefect would not run a task whose upstream failed.
             state, submitted, _ = await _submit(request, credentials, fingerprint, label, slots, refresh=True)
