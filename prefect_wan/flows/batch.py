@@ -14,14 +14,14 @@ from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifa
 from prefect.states import Completed
 
 from prefect_wan.archive.destination import DEFAULT_DESTINATION, ArchiveDestination
+from prefect_wan.blocks.coordination import WanCoordination, resolve_coordination
 from prefect_wan.blocks.credentials import WanCredentials
 from prefect_wan.client.errors import WanError
 from prefect_wan.client.polling import PollSchedule
-from prefect_wan.flows.keyframes import Destination
 from prefect_wan.flows.fanout import check_fan_out, run_on_pool
+from prefect_wan.flows.keyframes import Destination
 from prefect_wan.flows.manifest import load_manifest
 from prefect_wan.flows.models import BatchResult, GenerationOptions, KeyframePair, PairFailure, PairSkip
-from prefect_wan.blocks.coordination import WanCoordination, resolve_coordination
 from prefect_wan.flows.pipeline import PairProgress, Slots, generate_pair, prepare_coordination, resolve_credentials
 from prefect_wan.flows.plan import RunPlan, plan_pairs
 from prefect_wan.flows.progress import RunProgress, announce

@@ -11,10 +11,10 @@ from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from prefect.runtime import flow_run
 
 from prefect_wan.archive.destination import DEFAULT_DESTINATION, ArchiveDestination
+from prefect_wan.blocks.coordination import WanCoordination, resolve_coordination
 from prefect_wan.blocks.credentials import WanCredentials
 from prefect_wan.client.polling import PollSchedule
 from prefect_wan.flows.models import ArchivedVideo, GenerationOptions, KeyframePair
-from prefect_wan.blocks.coordination import WanCoordination, resolve_coordination
 from prefect_wan.flows.pipeline import Slots, generate_pair, prepare_coordination, resolve_credentials
 from prefect_wan.flows.plan import RunPlan, plan_pairs
 from prefect_wan.flows.reporting import artifact_key, report_plan

@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from uuid import UUID
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional, Union
+from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.client.schemas.objects import State
@@ -57,6 +57,7 @@ class Slots:
     coordination: WanCoordination = field(default_factory=WanCoordination)
     _submit_task: Any = field(default=None, init=False, repr=False)
     _lock_manager: Any = field(default=None, init=False, repr=False)
+    _journal: Optional[SubmissionJournal] = field(default=None, init=False, repr=False)
     _daily: Optional[DailyBudget] = field(default=None, init=False, repr=False)
     _daily_keys: set[str] = field(default_factory=set, init=False, repr=False)
 
@@ -70,7 +71,9 @@ class Slots:
 
     @property
     def journal(self) -> SubmissionJournal:
-        return self.coordination.journal()
+        if self._journal is None:
+            self._journal = self.coordination.journal()
+        return self._journal
 
     @property
     def lock_manager(self) -> Any:
@@ -158,11 +161,14 @@ async def _work_pool_of_this_run() -> Optional[tuple[str, str]]:
     run_id = flow_run.get_id()
     if run_id is None:
         return None
-    async with get_client() as client:
-        run = await client.read_flow_run(UUID(run_id))
-        if not run.work_pool_name:
-            return None
-        pool = await client.read_work_pool(run.work_pool_name)
+    try:
+        async with get_client() as client:
+            run = await client.read_flow_run(UUID(run_id))
+            if not run.work_pool_name:
+                return None
+            pool = await client.read_work_pool(run.work_pool_name)
+    except Exception:  # the warning is advice: an API hiccup must not fail the run
+        return None
     return pool.name, pool.type
 
 

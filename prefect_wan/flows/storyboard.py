@@ -20,6 +20,7 @@ from prefect_wan.archive.destination import DEFAULT_DESTINATION, ArchiveDestinat
 from prefect_wan.archive.probe import probe_video
 from prefect_wan.archive.record import ArchivedFile, CostEstimate, SegmentRecord, StitchRecord, StoryboardRecord
 from prefect_wan.archive.store import Download, archive_stem, find_archived, publish, sha256_of, sidecar_name
+from prefect_wan.blocks.coordination import WanCoordination, resolve_coordination
 from prefect_wan.blocks.credentials import WanCredentials
 from prefect_wan.client.errors import PreflightError, PreflightViolation, WanError
 from prefect_wan.client.images import redact_url
@@ -28,15 +29,14 @@ from prefect_wan.client.sizing import output_size
 from prefect_wan.flows.batch import DEFAULT_IN_FLIGHT
 from prefect_wan.flows.keyframes import Destination
 from prefect_wan.flows.models import ArchivedVideo, GenerationOptions, KeyframePair
-from prefect_wan.blocks.coordination import WanCoordination, resolve_coordination
 from prefect_wan.flows.pipeline import PairProgress, Slots, generate_pair, prepare_coordination, resolve_credentials
 from prefect_wan.flows.plan import PlannedAction, RunPlan, plan_pairs
 from prefect_wan.flows.progress import RunProgress, announce
 from prefect_wan.flows.reporting import artifact_key, report_plan, report_storyboard
-from prefect_wan.spend.budget import Budget, SkippedForBudgetError, SpendLedger
-from prefect_wan.spend.cancellation import cancel_queued_work, remember_run_credentials
 from prefect_wan.media.poster import contact_sheet
 from prefect_wan.media.stitch import Fit, stitch
+from prefect_wan.spend.budget import Budget, SkippedForBudgetError, SpendLedger
+from prefect_wan.spend.cancellation import cancel_queued_work, remember_run_credentials
 
 STORYBOARD_EVENT = "prefect_wan.storyboard.archived"
 STORYBOARD_VERSION = 1

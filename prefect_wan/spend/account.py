@@ -81,21 +81,21 @@ class DailyBudget:
             spend.entries[key] = DailyEntry(label=label, amount=estimate.amount, currency=estimate.currency, flow_run_id=flow_run_id)
             return True
 
-        return await self._update(endpoint, change)
+        return await self._update(endpoint, change, label)
 
     async def release(self, endpoint: str, key: str) -> None:
         """The work was not paid by this run after all (adopted, or refused by the service)."""
-        await self._update(endpoint, lambda spend: spend.entries.pop(key, None) is not None)
+        await self._update(endpoint, lambda spend: spend.entries.pop(key, None) is not None, key)
 
     async def spent_today(self, endpoint: str) -> DailySpend:
         path, _ = self._names(endpoint)
         return await asyncio.to_thread(self._read, path, endpoint)
 
-    async def _update(self, endpoint: str, change: Callable[[DailySpend], bool]) -> bool:
+    async def _update(self, endpoint: str, change: Callable[[DailySpend], bool], label: str) -> bool:
         path, lock_key = self._names(endpoint)
         holder = uuid.uuid4().hex
         if not await self.lock_manager.aacquire_lock(lock_key, holder, acquire_timeout=LOCK_WAIT_SECONDS, hold_timeout=LOCK_HOLD_SECONDS):
-            raise SkippedForBudgetError("pair", f"the account's daily spend record stayed locked for {LOCK_WAIT_SECONDS:g} s; nothing was sent")
+            raise SkippedForBudgetError(label, f"the account's daily spend record stayed locked for {LOCK_WAIT_SECONDS:g} s; nothing was sent")
         try:
             spend = await asyncio.to_thread(self._read, path, endpoint)
             changed = change(spend)
