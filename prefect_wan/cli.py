@@ -67,18 +67,22 @@ def _refusals() -> tuple[type[BaseException], ...]:
     return (PreflightError, ManifestError, MissingApiKeyError, ArchiveDestinationError, SkippedForBudgetError)
 
 
-async def _precheck(credentials, dest: str, *, manifest: Optional[str] = None, pair=None, options=None, max_cost: Optional[str] = None) -> None:
+async def _precheck(
+    credentials, dest: str, *, manifest: Optional[str] = None, pair=None, options=None, max_cost: Optional[str] = None, sends: bool = True,
+) -> None:
     """Everything that can be refused without sending, checked before Prefect (or its temporary
-    server) starts: the budget, the key, the archive, the manifest or the pair and its frames."""
+    server) starts: the budget, the key, the archive, the manifest or the pair and its frames.
+    ``sends=False`` (a plan): no key is needed and nothing is written."""
     from prefect_wan.archive.destination import ArchiveDestination
     from prefect_wan.blocks import WanCredentials
     from prefect_wan.flows.manifest import load_manifest
     from prefect_wan.spend.budget import Budget
 
     Budget.coerce(max_cost)
-    if isinstance(credentials, WanCredentials):
-        credentials.resolved_api_key()
-    await asyncio.to_thread(ArchiveDestination.coerce(dest).check_writable)
+    if sends:
+        if isinstance(credentials, WanCredentials):
+            credentials.resolved_api_key()
+        await asyncio.to_thread(ArchiveDestination.coerce(dest).check_writable)
     if manifest is not None:
         await asyncio.to_thread(load_manifest, manifest)
     if pair is not None and isinstance(credentials, WanCredentials):
@@ -312,15 +316,7 @@ def plan(
 
     # No key is needed to plan: nothing is sent. The emulator is no use either, for the same reason.
     with _credentials(credentials, region, base_url, False, workspace) as creds:
-        raise typer.Exit(_run(run(), _precheck_plan(dest, manifest, max_cost)))
-
-
-async def _precheck_plan(dest: str, manifest: str, max_cost: Optional[str]) -> None:
-    from prefect_wan.flows.manifest import load_manifest
-    from prefect_wan.spend.budget import Budget
-
-    Budget.coerce(max_cost)
-    await asyncio.to_thread(load_manifest, manifest)
+        raise typer.Exit(_run(run(), _precheck(creds, dest, manifest=manifest, max_cost=max_cost, sends=False)))
 
 
 def _print_table(rows: list[dict], caption: str) -> None:

@@ -19,6 +19,18 @@ def make_image(width: int, height: int, color=(200, 40, 40), fmt: str = "PNG", m
     return buffer.getvalue()
 
 
+def stop_process(process, timeout: float = 20.0) -> None:
+    """Ask a server or worker process to stop; kill it if it has not within ``timeout``."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class RedisServer:
     """A real ``redis-server`` on a loopback port (installed by ``make test``), in its own process."""
 
@@ -61,5 +73,4 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
+            stop_process(self.process)

@@ -19,6 +19,7 @@ from prefect.states import Cancelling
 
 from prefect_wan.client.wire import TaskStatus
 from prefect_wan.tasks.journal import AttemptState, SubmissionJournal
+from tests.helpers import stop_process
 from tests.test_flows import FIRST, LAST
 
 PAIRS = 6
@@ -78,11 +79,7 @@ def runner(prefect_harness, tmp_path):
     log = (tmp_path / "runner.log").open("w+")
     process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     yield process, tmp_path / "runner.log"
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop_process(process)
     log.close()
 
 

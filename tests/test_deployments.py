@@ -14,6 +14,8 @@ import httpx
 import pytest
 import yaml
 
+from tests.helpers import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = ROOT / "deployments" / "prefect.yaml"
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -54,11 +56,7 @@ def scheduling_server(tmp_path_factory):
         assert server.poll() is None and time.monotonic() < deadline, (home / "server.log").read_text()[-3000:]
         time.sleep(0.5)
     yield api, env, home / "server.log"
-    server.terminate()
-    try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.kill()
+    stop_process(server)
     log.close()
 
 

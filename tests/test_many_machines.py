@@ -25,7 +25,7 @@ from prefect_wan.blocks.coordination import CoordinationError
 from prefect_wan.client.polling import PollSchedule
 from prefect_wan.flows import GenerationOptions, KeyframePair, keyframes_batch
 from prefect_wan.tasks.redis_lock import BoundedRedisLockManager
-from tests.helpers import RedisServer
+from tests.helpers import RedisServer, stop_process
 from tests.test_flows import FIRST, LAST
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,11 +181,7 @@ def two_workers(prefect_harness, tmp_path):
         ), log))
     yield homes, [tmp_path / f"worker-{n}.log" for n in (1, 2)]
     for process, log in workers:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, timeout=30)
         log.close()
 
 

@@ -60,7 +60,7 @@ class ArchiveDestination(BaseModel):
             fs.makedirs(root, exist_ok=True)
         return fs, root
 
-    def check_writable(self) -> None:
+    def check_writable(self, what: str = "the archive") -> None:
         """Write and delete a tiny object, so a wrong bucket or missing permission fails before a
         video is paid for rather than after (its URL lives only 24 h)."""
         try:
@@ -69,11 +69,11 @@ class ArchiveDestination(BaseModel):
             fs.pipe_file(probe, b"ok")
             fs.rm(probe)
         except Exception as exc:  # botocore's credential errors are not OSErrors
-            raise ArchiveDestinationError(self.explain(exc, "write to")) from None
+            raise ArchiveDestinationError(self.explain(exc, "write to", what)) from None
 
-    def explain(self, error: BaseException, doing: str) -> str:
-        """One line saying why the archive cannot be used, and what to do about it."""
-        return f"cannot {doing} the archive {self.url}: {explain_storage_error(error)}"
+    def explain(self, error: BaseException, doing: str, what: str = "the archive") -> str:
+        """One line saying why the archive (or another store) cannot be used, and what to do about it."""
+        return f"cannot {doing} {what} {self.url}: {explain_storage_error(error)}"
 
     def viewable_url(self, path: str, expires_seconds: int = 7 * 24 * 3600) -> Optional[str]:
         """An http(s) URL a browser can open (a presigned one on object stores), or None."""

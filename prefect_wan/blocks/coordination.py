@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
-from typing import Any, Optional
+from typing import Optional
 from urllib.parse import urlsplit
 
 from fsspec.core import url_to_fs
@@ -16,6 +15,7 @@ from prefect.locking.protocol import LockManager
 from prefect.types import SecretDict
 from pydantic import Field, SecretStr, field_validator
 
+from prefect_wan.archive.destination import ArchiveDestination, ArchiveDestinationError
 from prefect_wan.client.errors import WanError
 from prefect_wan.tasks.caching import default_lock_manager
 from prefect_wan.tasks.journal import SubmissionJournal, default_journal_url
@@ -181,18 +181,11 @@ class WanCoordination(Block):
             client.close()
 
     def _probe_store(self) -> None:
-        journal = self.journal()
-        probe = f"{journal.root}/.prefect-wan-write-check-{uuid.uuid4().hex[:12]}"
+        store = ArchiveDestination(url=self.journal_url, storage_options=self.submissions_storage_options.get_secret_value())
         try:
-            if isinstance(journal.fs, LocalFileSystem):
-                journal.fs.makedirs(journal.root, exist_ok=True)
-            journal.fs.pipe_file(probe, b"ok")
-            journal.fs.rm(probe)
-        except Exception as error:  # botocore's errors are not OSErrors
-            raise CoordinationError(
-                f"cannot write the submission records at {self.journal_url} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
-                "nothing was submitted"
-            ) from None
+            store.check_writable(what="the submission records at")
+        except ArchiveDestinationError as error:
+            raise CoordinationError(f"{error}; nothing was submitted") from None
 
 
 async def resolve_coordination(coordination: "WanCoordination | str | None") -> WanCoordination:
@@ -208,9 +201,3 @@ async def resolve_coordination(coordination: "WanCoordination | str | None") -> 
             raise CoordinationError(f"no WanCoordination block named {name!r} ({error}); nothing was submitted") from None
     return WanCoordination()
 
-
-def coordination_reference(coordination: Any) -> Optional[str]:
-    """How another process (a hook, a worker) finds this coordination again: the saved block's name."""
-    if isinstance(coordination, str):
-        return coordination
-    return os.environ.get(COORDINATION_ENV)

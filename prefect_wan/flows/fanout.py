@@ -24,7 +24,6 @@ from prefect_wan.flows.models import ArchivedVideo, GenerationOptions, KeyframeP
 from prefect_wan.flows.pipeline import PairProgress, Slots, archived_video
 from prefect_wan.spend.budget import SkippedForBudgetError
 from prefect_wan.spend.pricing import estimate_request_cost
-from prefect_wan.tasks.submit import recorded_submission
 
 # How often a child run's state is read while it is on its way (each read is one API call).
 CHILD_POLL_SECONDS = 2.0
@@ -95,8 +94,7 @@ async def _run_on_pool(
     if not force and (existing := await find_archived(destination, fingerprint, credentials.endpoint)) is not None:
         progress.task_id = existing.task_id
         return archived_video(label, existing, destination, credentials.endpoint, reused=True)
-    if force or await recorded_submission(fingerprint, credentials, slots.journal) is None:
-        progress.charged = await slots.commit_spend(credentials.endpoint, fingerprint, cost, label=label)
+    progress.charged = await slots.charge_unless_recorded(credentials, fingerprint, cost, label=label, force=force)
     parameters = {
         "first_frame": pair.first_frame, "last_frame": pair.last_frame, "prompt": pair.prompt, "label": label,
         "options": pair.merged_options(options).model_dump(mode="json"), "credentials": credentials_name,

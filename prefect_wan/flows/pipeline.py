@@ -102,6 +102,13 @@ class Slots:
                 raise
         return entered
 
+    async def charge_unless_recorded(self, credentials: WanCredentials, fingerprint: str, cost: CostEstimate, *, label: str, force: bool) -> bool:
+        """Charge the pair before it waits for anything, unless a live task recorded for it will be
+        adopted (which costs nothing); ``SkippedForBudgetError`` when the budgets cannot cover it."""
+        if not force and await recorded_submission(fingerprint, credentials, self.journal) is not None:
+            return False
+        return await self.commit_spend(credentials.endpoint, fingerprint, cost, label=label)
+
     async def release_spend(self, endpoint: str, key: str) -> None:
         self.spend.release(key)
         if self._daily is not None and key in self._daily_keys:  # only what this run entered
@@ -328,10 +335,8 @@ async def _generate(
         return result(existing, reused=True)
 
     await asyncio.to_thread(destination.check_writable)
-    # Before waiting for a slot: a pair the budget cannot cover must not hold one. A recorded live
-    # task will be adopted, and costs nothing.
-    if force or await recorded_submission(fingerprint, credentials, slots.journal) is None:
-        progress.charged = await slots.commit_spend(credentials.endpoint, fingerprint, cost, label=label)
+    # Before waiting for a slot: a pair the budget cannot cover must not hold one.
+    progress.charged = await slots.charge_unless_recorded(credentials, fingerprint, cost, label=label, force=force)
     async with slots.generation():
         progress.stage = "submitting"
         try:

@@ -53,9 +53,6 @@ class RunPlan(BaseModel):
     pairs: list[PlannedPair]
     budget: Optional[Budget] = None
 
-    def count(self, action: PlannedAction) -> int:
-        return sum(1 for p in self.pairs if p.action is action)
-
     @property
     def to_pay(self) -> dict[str, float]:
         """Estimated spend per currency of the pairs that would be submitted."""

@@ -27,7 +27,6 @@ from prefect_wan.tasks.journal import SubmissionJournal
 # The document is held only for a read and a write; a holder killed meanwhile frees it this soon.
 LOCK_HOLD_SECONDS = 30.0
 LOCK_WAIT_SECONDS = 60.0
-_EPSILON = 1e-9
 
 
 class DailyEntry(BaseModel):
@@ -68,16 +67,11 @@ class DailyBudget:
             if key in spend.entries or estimate.amount is None or estimate.currency is None:
                 return False  # counted already (another run of the same work), or nothing to count
             if check:
-                if estimate.currency != self.budget.currency:
-                    raise SkippedForBudgetError(label, f"it is priced in {estimate.currency}, the account's daily budget is in {self.budget.currency}", estimate)
-                after = spend.committed(self.budget.currency) + estimate.amount
-                if after > self.budget.amount + _EPSILON:
-                    raise SkippedForBudgetError(
-                        label,
-                        f"its {estimate.amount:g} {estimate.currency} would take the account's spend today to {after:g} "
-                        f"{estimate.currency}, past its daily budget of {self.budget}",
-                        estimate,
-                    )
+                reason = self.budget.refusal(
+                    estimate, spend.committed(self.budget.currency), spend="the account's spend today", limit=f"its daily budget of {self.budget}"
+                )
+                if reason is not None:
+                    raise SkippedForBudgetError(label, reason, estimate)
             spend.entries[key] = DailyEntry(label=label, amount=estimate.amount, currency=estimate.currency, flow_run_id=flow_run_id)
             return True
 

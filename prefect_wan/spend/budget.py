@@ -27,6 +27,17 @@ class Budget(BaseModel):
     def __str__(self) -> str:
         return f"{self.amount:g} {self.currency}"
 
+    def refusal(self, estimate: CostEstimate, committed: float, *, spend: str, limit: str) -> Optional[str]:
+        """Why ``estimate`` may not be added to ``committed`` (``spend``, held to ``limit``), or None."""
+        if estimate.amount is None:
+            return "its cost cannot be estimated (no published price for its model, region and resolution)"
+        if estimate.currency != self.currency:
+            return f"it is priced in {estimate.currency}, the budget is in {self.currency}"
+        after = committed + estimate.amount
+        if after > self.amount + _EPSILON:
+            return f"its {estimate.amount:g} {estimate.currency} would take {spend} to {after:g} {estimate.currency}, past {limit}"
+        return None
+
     @classmethod
     def coerce(cls, value: Union["Budget", str, dict[str, Any], None], field: str = "max_cost") -> Optional["Budget"]:
         """A Budget from a flow parameter: ``"12.5 CNY"``, ``{"amount": 12.5, "currency": "CNY"}`` or a Budget."""
@@ -64,7 +75,6 @@ class SpendLedger:
         self.budget = budget
         self._charges: dict[str, CostEstimate] = {}
         self._billed: set[str] = set()
-        self.skipped: dict[str, str] = {}
 
     def commit(self, key: str, estimate: CostEstimate, *, label: Optional[str] = None, check: bool = True) -> bool:
         """Enter a submission about to be sent, or raise ``SkippedForBudgetError``.
@@ -75,23 +85,13 @@ class SpendLedger:
         if key in self._charges:
             return False
         if check and self.budget is not None:
-            reason = self._refusal(estimate)
+            reason = self.budget.refusal(
+                estimate, self.committed(self.budget.currency), spend="the run's committed spend", limit=f"max_cost {self.budget}"
+            )
             if reason is not None:
-                self.skipped[label or key] = reason
                 raise SkippedForBudgetError(label or key, reason, estimate)
         self._charges[key] = estimate
         return True
-
-    def _refusal(self, estimate: CostEstimate) -> Optional[str]:
-        assert self.budget is not None
-        if estimate.amount is None:
-            return "its cost cannot be estimated (no published price for its model, region and resolution)"
-        if estimate.currency != self.budget.currency:
-            return f"it is priced in {estimate.currency}, the budget is in {self.budget.currency}"
-        after = self.committed(self.budget.currency) + estimate.amount
-        if after > self.budget.amount + _EPSILON:
-            return f"its {estimate.amount:g} {estimate.currency} would take the run's committed spend to {after:g} {estimate.currency}, past max_cost {self.budget}"
-        return None
 
     def release(self, key: str) -> None:
         """The submission was not needed after all (reused), or provably did not bill."""
@@ -103,9 +103,6 @@ class SpendLedger:
         if billed.amount is not None:
             self._charges[key] = billed
             self._billed.add(key)
-
-    def holds(self, key: str) -> bool:
-        return key in self._charges
 
     def committed(self, currency: str) -> float:
         return sum(c.amount or 0.0 for c in self._charges.values() if c.currency == currency)

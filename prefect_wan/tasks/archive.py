@@ -17,11 +17,11 @@ from prefect_wan.archive.destination import ArchiveDestination
 from prefect_wan.archive.probe import probe_video
 from prefect_wan.archive.record import ArchivedFile, ArchiveRecord, RequestRecord, VideoProbe
 from prefect_wan.archive.store import archive_stem, download_video, find_archived, publish
-from prefect_wan.client.images import redact_url
 from prefect_wan.client.catalog import lookup_model
+from prefect_wan.client.images import redact_url
 from prefect_wan.client.results import SubmittedTask, VideoResult
-from prefect_wan.spend.pricing import estimate_cost
 from prefect_wan.media.poster import contact_sheet, frame_indices_for
+from prefect_wan.spend.pricing import estimate_cost
 from prefect_wan.tasks.caching import retry_if_transient
 from prefect_wan.tasks.naming import run_name
 

@@ -21,7 +21,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
@@ -137,14 +137,12 @@ class SubmissionJournal:
     async def write(self, record: SubmissionRecord) -> None:
         await asyncio.to_thread(self._write, record)
 
-    def _known_task_ids(self, since: datetime) -> tuple[set[str], int]:
-        """Task ids recorded since ``since`` by any run, and how many intents are still unresolved."""
-        ids: set[str] = set()
-        unresolved = 0
+    def _records_written_since(self, since: datetime) -> Iterator[SubmissionRecord]:
+        """Every readable record written at or after ``since`` (older files are not even opened)."""
         try:
             entries = self.fs.ls(self.root, detail=True)
         except FileNotFoundError:
-            return ids, 0
+            return
         for entry in entries:
             name = entry["name"]
             if not name.endswith(".json"):
@@ -156,6 +154,13 @@ class SubmissionJournal:
                 record = SubmissionRecord.model_validate(json.loads(self.fs.cat_file(name)))
             except (FileNotFoundError, ValueError, ValidationError):
                 continue
+            yield record
+
+    def _known_task_ids(self, since: datetime) -> tuple[set[str], int]:
+        """Task ids recorded since ``since`` by any run, and how many intents are still unresolved."""
+        ids: set[str] = set()
+        unresolved = 0
+        for record in self._records_written_since(since):
             for attempt in record.attempts:
                 if attempt.sent_at < since:
                     continue
@@ -172,22 +177,7 @@ class SubmissionJournal:
 
     def _sent_by(self, flow_run_id: str) -> list[SubmissionRecord]:
         since = datetime.now(timezone.utc) - TASK_LIFETIME
-        try:
-            entries = self.fs.ls(self.root, detail=True)
-        except FileNotFoundError:
-            return []
-        found = []
-        for entry in entries:
-            modified = _modified(entry)
-            if not entry["name"].endswith(".json") or (modified is not None and modified < since):
-                continue
-            try:
-                record = SubmissionRecord.model_validate(json.loads(self.fs.cat_file(entry["name"])))
-            except (FileNotFoundError, ValueError, ValidationError):
-                continue
-            if any(a.flow_run_id == flow_run_id for a in record.live_attempts()):
-                found.append(record)
-        return found
+        return [r for r in self._records_written_since(since) if any(a.flow_run_id == flow_run_id for a in r.live_attempts())]
 
     async def sent_by(self, flow_run_id: str) -> list[SubmissionRecord]:
         """Records with a create sent by this flow run in the last 24 h."""
