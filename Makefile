@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean redis-server
+.PHONY: demo test lint bench install clean redis-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,14 @@ redis-server:
 	  $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null 2>&1 || \
 	  { $$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }; }
 
-test: $(STAMP) redis-server
+# The checks the house keeps: lint and format (ruff), the one-way imports (import-linter), then the
+# tests, among them mypy over the package (tests/test_typing.py).
+lint: $(STAMP)
+	$(BIN)/ruff check prefect_wan tests bench deployments
+	$(BIN)/ruff format --check prefect_wan tests bench deployments
+	$(BIN)/lint-imports
+
+test: $(STAMP) redis-server lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

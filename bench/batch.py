@@ -1,6 +1,6 @@
 """Peak memory while archiving a large file (batch makespans are in bench/scheduler.py).
 
-    python bench/batch.py [megabytes]
+python bench/batch.py [megabytes]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import httpx  # noqa: E402
 
 from prefect_wan.archive.destination import ArchiveDestination  # noqa: E402
 from prefect_wan.archive.store import Download, download_video, publish  # noqa: E402
+
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
@@ -67,9 +68,13 @@ def _record_stub(file):
     from prefect_wan.archive.record import ArchiveRecord, FrameRecord, RequestRecord, VideoProbe
 
     return ArchiveRecord(
-        fingerprint="f" * 64, task_id="bench", archived_at=datetime.now(timezone.utc), source_video_url="http://bench",
+        fingerprint="f" * 64,
+        task_id="bench",
+        archived_at=datetime.now(timezone.utc),
+        source_video_url="http://bench",
         request=RequestRecord(model="bench", region="beijing", family="kf2v", first_frame=FrameRecord(source="-", sha256="-", bytes=0)),
-        video=file, probe=VideoProbe(codec="none", fps=0, duration_seconds=0, width=0, height=0, frames=0),
+        video=file,
+        probe=VideoProbe(codec="none", fps=0, duration_seconds=0, width=0, height=0, frames=0),
     )
 
 

@@ -17,6 +17,7 @@ async def hammer(base_url: str, key: str, task_ids: list[str], seconds: float, w
     stop = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
     async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, limits=limits) as http:
+
         async def worker(index: int) -> None:
             nonlocal done
             while time.monotonic() < stop:

@@ -63,6 +63,7 @@ def sdk_waiter(scale: float) -> Waiter:
                 return
             await asyncio.sleep((SDK_GAPS[step] if step < len(SDK_GAPS) else 5) * scale)
             step += 1
+
     return wait
 
 
@@ -73,6 +74,7 @@ def plain_waiter(scale: float) -> Waiter:
             response = await client.get_task(task_id)
             if response.output.task_status not in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.SUSPENDED):
                 return
+
     return wait
 
 
@@ -82,6 +84,7 @@ def watcher_waiter(watcher: TaskWatcher) -> Waiter:
             await watcher.wait(task_id, model=MODEL)
         except Exception:  # noqa: BLE001 - a failed task is noticed all the same
             pass
+
     return wait
 
 
@@ -125,8 +128,12 @@ def scenario_batch(name: str, scale: float, waiter_for, in_flight: int, pairs: i
     queries = counters.queries + counters.lists
     lags_real = sorted(lag / scale for lag in lags)
     return {
-        "name": name, "in_flight": in_flight, "ratio": makespan / ideal, "per_task": queries / pairs,
-        "lag_median": statistics.median(lags_real), "lag_p95": lags_real[int(0.95 * (len(lags_real) - 1))],
+        "name": name,
+        "in_flight": in_flight,
+        "ratio": makespan / ideal,
+        "per_task": queries / pairs,
+        "lag_median": statistics.median(lags_real),
+        "lag_p95": lags_real[int(0.95 * (len(lags_real) - 1))],
     }
 
 
@@ -155,6 +162,7 @@ def scenario_rate(scale: float, waiter_for, tasks: int) -> float:
 def strategies(scale: float):
     def ours(client: DashScopeClient) -> Waiter:
         return watcher_waiter(TaskWatcher(lambda: DashScopeClient(client._api_key, base_url=client.base_url, region=client.region), scaled(scale)))
+
     return [
         ("prefect-wan watcher", ours, DEFAULT_IN_FLIGHT),
         ("SDK VideoSynthesis.wait", lambda client: sdk_waiter(scale), SLOTS),
@@ -165,14 +173,20 @@ def strategies(scale: float):
 def flow_makespan(scale: float, pairs: int = 50) -> float:
     from prefect_wan.flows import GenerationOptions, KeyframePair, keyframes_batch
 
-    todo = [KeyframePair(first_frame=str(EXAMPLES / "first.png"), last_frame=str(EXAMPLES / "last.png"), prompt="bench", seed=i, label=f"p{i}")
-            for i in range(pairs)]
+    todo = [
+        KeyframePair(first_frame=str(EXAMPLES / "first.png"), last_frame=str(EXAMPLES / "last.png"), prompt="bench", seed=i, label=f"p{i}")
+        for i in range(pairs)
+    ]
     with run_emulator(pending_seconds=0.05, running_seconds=GENERATION * scale, submit_rps=2.0) as emu, tempfile.TemporaryDirectory() as out:
         warm = [KeyframePair(first_frame=str(EXAMPLES / "first.png"), last_frame=str(EXAMPLES / "last.png"), seed=10_000, label="warm")]
-        asyncio.run(keyframes_batch(pairs=warm, options=GenerationOptions(resolution="480P"), credentials=emu.credentials(), destination=out, poll=scaled(scale)))
+        asyncio.run(
+            keyframes_batch(pairs=warm, options=GenerationOptions(resolution="480P"), credentials=emu.credentials(), destination=out, poll=scaled(scale))
+        )
         emu.reset()
         started = time.monotonic()
-        asyncio.run(keyframes_batch(pairs=todo, options=GenerationOptions(resolution="480P"), credentials=emu.credentials(), destination=out, poll=scaled(scale)))
+        asyncio.run(
+            keyframes_batch(pairs=todo, options=GenerationOptions(resolution="480P"), credentials=emu.credentials(), destination=out, poll=scaled(scale))
+        )
         makespan = time.monotonic() - started
         assert emu.counters().submissions_accepted == pairs
     return makespan / (pairs / SLOTS * GENERATION * scale)
@@ -184,21 +198,37 @@ def soak(scale: float, batches: int = 10, pairs: int = 50, in_flight: int = 20) 
 
     unknown = doubles = failed = 0
     for number in range(batches):
-        todo = [KeyframePair(first_frame=str(EXAMPLES / "first.png"), last_frame=str(EXAMPLES / "last.png"), prompt="soak",
-                             seed=number * 1000 + i, label=f"s{number}-{i}") for i in range(pairs)]
+        todo = [
+            KeyframePair(
+                first_frame=str(EXAMPLES / "first.png"), last_frame=str(EXAMPLES / "last.png"), prompt="soak", seed=number * 1000 + i, label=f"s{number}-{i}"
+            )
+            for i in range(pairs)
+        ]
         faults = [FaultRule(op="submit", action="drop", fraction=0.05, count=None)]
-        with run_emulator(pending_seconds=0.05, running_seconds=GENERATION * scale, submit_rps=2.0, idle_timeout_seconds=5, faults=faults, seed=number) as emu, \
-                tempfile.TemporaryDirectory() as out:
+        with (
+            run_emulator(pending_seconds=0.05, running_seconds=GENERATION * scale, submit_rps=2.0, idle_timeout_seconds=5, faults=faults, seed=number) as emu,
+            tempfile.TemporaryDirectory() as out,
+        ):
             try:
-                asyncio.run(keyframes_batch(pairs=todo, options=GenerationOptions(resolution="480P"), credentials=emu.credentials(),
-                                            destination=out, poll=scaled(scale), max_in_flight=in_flight))
+                asyncio.run(
+                    keyframes_batch(
+                        pairs=todo,
+                        options=GenerationOptions(resolution="480P"),
+                        credentials=emu.credentials(),
+                        destination=out,
+                        poll=scaled(scale),
+                        max_in_flight=in_flight,
+                    )
+                )
             except BatchFailedError as error:
                 failed += str(error).count(";") + 1
                 unknown += str(error).count("SubmissionOutcomeUnknown")
             counters = emu.counters()
             doubles += counters.submissions_accepted - pairs
-            print(f"  soak batch {number + 1}: {counters.submissions_accepted} accepted for {pairs} pairs, "
-                  f"{counters.faults_injected.get('submit:drop', 0)} answers dropped")
+            print(
+                f"  soak batch {number + 1}: {counters.submissions_accepted} accepted for {pairs} pairs, "
+                f"{counters.faults_injected.get('submit:drop', 0)} answers dropped"
+            )
     print(f"soak: {batches} x {pairs} pairs, {in_flight} in flight: {failed} failed, {unknown} unknown outcomes, {doubles} extra submissions")
 
 
@@ -215,8 +245,10 @@ def main() -> None:
     for name, waiter_for, in_flight in strategies(args.scale):
         row = scenario_batch(name, args.scale, waiter_for, in_flight)
         rates = [scenario_rate(rate_scale, dict((n, w) for n, w, _ in strategies(rate_scale))[name], n) for n in (100, 500)]
-        print(f"{name:26} {in_flight:>9} {row['ratio']:>14.3f}x {row['per_task']:>13.1f} {row['lag_median']:>7.2f}s {row['lag_p95']:>7.2f}s "
-              f"{rates[0]:>9.2f} {rates[1]:>9.2f}")
+        print(
+            f"{name:26} {in_flight:>9} {row['ratio']:>14.3f}x {row['per_task']:>13.1f} {row['lag_median']:>7.2f}s {row['lag_p95']:>7.2f}s "
+            f"{rates[0]:>9.2f} {rates[1]:>9.2f}"
+        )
     if args.flow:
         print(f"keyframes_batch flow, default settings ({DEFAULT_IN_FLIGHT} in flight): makespan/ideal {flow_makespan(args.scale):.3f}x")
     if args.soak:

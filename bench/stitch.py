@@ -1,6 +1,6 @@
 """Stitching 10 clips of 5 s at 720P: remux against re-encode, time and size.
 
-    python bench/stitch.py
+python bench/stitch.py
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ def main(count: int = 10) -> None:
             started = time.perf_counter()
             result = stitch(clips, out, drop_boundary=True, **kwargs)
             elapsed = time.perf_counter() - started
-            print(f"  {label:9} {elapsed:6.2f} s  {out.stat().st_size / 2**20:6.1f} MiB  {result.frames} frames, {result.duration_seconds:.2f} s ({result.method})")
+            print(
+                f"  {label:9} {elapsed:6.2f} s  {out.stat().st_size / 2**20:6.1f} MiB  {result.frames} frames, {result.duration_seconds:.2f} s ({result.method})"
+            )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ async def storyboard_published(video_url: str, label: str = "storyboard", segmen
     """Record where the new storyboard is; the place to hand it to the next system."""
     get_run_logger().info("Storyboard %s (%d segments) is archived at %s", label, segments, video_url)
     await acreate_markdown_artifact(
-        markdown=f"# {label}\n\n- video: [{video_url}]({video_url})\n- segments: {segments}\n", key="storyboard-published",
+        markdown=f"# {label}\n\n- video: [{video_url}]({video_url})\n- segments: {segments}\n",
+        key="storyboard-published",
         description="The storyboard this run was started for",
     )
     return video_url

@@ -36,15 +36,17 @@ def build_deployments() -> list:
     deployments = []
     for spec in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]:
         schedules = [CronSchedule(cron=s["cron"], timezone=s.get("timezone")) for s in spec.get("schedules", [])]
-        deployments.append(_flow(spec["entrypoint"]).to_deployment(
-            name=spec["name"],
-            description=spec.get("description"),
-            tags=spec.get("tags"),
-            parameters=spec.get("parameters", {}),
-            schedules=schedules or None,
-            concurrency_limit=spec.get("concurrency_limit"),
-            triggers=[_trigger(t) for t in spec.get("triggers", [])] or None,
-        ))
+        deployments.append(
+            _flow(spec["entrypoint"]).to_deployment(
+                name=spec["name"],
+                description=spec.get("description"),
+                tags=spec.get("tags"),
+                parameters=spec.get("parameters", {}),
+                schedules=schedules or None,
+                concurrency_limit=spec.get("concurrency_limit"),
+                triggers=[_trigger(t) for t in spec.get("triggers", [])] or None,
+            )
+        )
     return deployments
 
 

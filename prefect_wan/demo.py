@@ -41,8 +41,10 @@ def main() -> None:
     print("Archived" + (" (already there from an earlier run: nothing paid, nothing downloaded)" if video.reused else ""))
     print(f"  video:   {video.video_url}")
     print(f"  sidecar: {video.sidecar_url}")
-    print(f"  {record.probe.width}x{record.probe.height}, {record.probe.duration_seconds:g} s, {record.probe.frames} frames "
-          f"of {record.probe.codec} at {record.probe.fps:g} fps; estimated cost {cost}")
+    print(
+        f"  {record.probe.width}x{record.probe.height}, {record.probe.duration_seconds:g} s, {record.probe.frames} frames "
+        f"of {record.probe.codec} at {record.probe.fps:g} fps; estimated cost {cost}"
+    )
     print("  Rendered by the local emulator (a crossfade between the keyframes), not by the Wan model.")
     print("  Against the real service: see README, 'Real DashScope'.")
 

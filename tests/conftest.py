@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 
 import pytest
-from PIL import Image
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
@@ -84,9 +82,9 @@ def s3(s3_server, request):
 
     options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_server, "region_name": "us-east-1"}}
     bucket = "wan-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
-    boto3.client(
-        "s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
-    ).create_bucket(Bucket=bucket)
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(
+        Bucket=bucket
+    )
     yield bucket, options
 
 

@@ -36,8 +36,9 @@ class TestWanCoordinationStandards(BlockStandardTestSuite):
 
 
 async def test_coordination_keeps_its_secrets(prefect_harness):
-    await WanCoordination(submissions_url="s3://b/subs", submissions_storage_options={"secret": "s3-SECRET"},
-                          redis_url="redis://:redis-SECRET@127.0.0.1:6379/0").asave("wan-coordination-test", overwrite=True)
+    await WanCoordination(
+        submissions_url="s3://b/subs", submissions_storage_options={"secret": "s3-SECRET"}, redis_url="redis://:redis-SECRET@127.0.0.1:6379/0"
+    ).asave("wan-coordination-test", overwrite=True)
     loaded = await WanCoordination.aload("wan-coordination-test")
     assert loaded.redis_url is not None and loaded.redis_url.get_secret_value().endswith("@127.0.0.1:6379/0")
     assert loaded.submissions_storage_options.get_secret_value() == {"secret": "s3-SECRET"}
@@ -58,7 +59,10 @@ def test_cli_registers_the_block_type(prefect_harness):
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     done = subprocess.run(
         [sys.executable, "-m", "prefect", "block", "register", "-m", "prefect_wan"],
-        env=env, capture_output=True, text=True, timeout=180,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Wan Credentials" in done.stdout

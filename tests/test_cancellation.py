@@ -18,7 +18,7 @@ from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelling
 
 from prefect_wan.client.wire import TaskStatus
-from prefect_wan.tasks.journal import AttemptState, SubmissionJournal
+from prefect_wan.ledger.journal import AttemptState, SubmissionJournal
 from tests.helpers import stop_process
 from tests.test_flows import FIRST, LAST
 
@@ -99,15 +99,23 @@ async def test_cancelling_a_batch_cancels_its_queued_tasks(prefect_harness, emul
                 assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
                 await asyncio.sleep(0.5)
         run = await arun_deployment(
-            "keyframes-batch/cancel-test", timeout=0,
+            "keyframes-batch/cancel-test",
+            timeout=0,
             parameters={
-                "pairs": _pair_dicts(8100), "options": {"resolution": "480P"}, "credentials": "wan-cancel-test",
-                "destination": str(tmp_path / "archive"), "max_in_flight": PAIRS,
+                "pairs": _pair_dicts(8100),
+                "options": {"resolution": "480P"},
+                "credentials": "wan-cancel-test",
+                "destination": str(tmp_path / "archive"),
+                "max_in_flight": PAIRS,
                 "poll": {"initial_delay": 0.05, "interval": 0.2, "max_interval": 0.5, "jitter": 0},
             },
         )
-        await _wait_for(lambda: emulator.counters().submissions_accepted == PAIRS and _statuses(emulator).get(TaskStatus.PENDING) == PAIRS - 2,
-                        "every pair to be submitted", 120, log=log)
+        await _wait_for(
+            lambda: emulator.counters().submissions_accepted == PAIRS and _statuses(emulator).get(TaskStatus.PENDING) == PAIRS - 2,
+            "every pair to be submitted",
+            120,
+            log=log,
+        )
 
         await client.set_flow_run_state(run.id, Cancelling(message="stop paying"), force=True)
 
@@ -127,13 +135,35 @@ async def test_ctrl_c_cancels_the_queued_tasks_of_the_cli_run(prefect_harness, e
     manifest.write_text(yaml.safe_dump({"pairs": _pair_dicts(8200)}))
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "DASHSCOPE_API_KEY": emulator.api_key}
     process = subprocess.Popen(
-        [sys.executable, "-m", "prefect_wan.cli", "batch", str(manifest), "--base-url", emulator.base_url, "--region", "singapore",
-         "--resolution", "480P", "--dest", str(tmp_path / "archive"), "--max-in-flight", str(PAIRS)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "prefect_wan.cli",
+            "batch",
+            str(manifest),
+            "--base-url",
+            emulator.base_url,
+            "--region",
+            "singapore",
+            "--resolution",
+            "480P",
+            "--dest",
+            str(tmp_path / "archive"),
+            "--max-in-flight",
+            str(PAIRS),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
-        await _wait_for(lambda: emulator.counters().submissions_accepted == PAIRS and _statuses(emulator).get(TaskStatus.PENDING) == PAIRS - 2,
-                        "every pair to be submitted", 120, process)
+        await _wait_for(
+            lambda: emulator.counters().submissions_accepted == PAIRS and _statuses(emulator).get(TaskStatus.PENDING) == PAIRS - 2,
+            "every pair to be submitted",
+            120,
+            process,
+        )
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
     finally:

@@ -75,8 +75,9 @@ def test_a_terminal_gets_a_live_display(prefect_harness, emulator, tmp_path):
 
 def test_piped_output_gets_plain_progress_lines(prefect_harness, emulator, tmp_path):
     emulator.configure(running_seconds=1.5)
-    done = subprocess.run(_batch_args(emulator, _manifest(tmp_path / "m.yaml", 9200), tmp_path / "out"), env=_env(emulator),
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        _batch_args(emulator, _manifest(tmp_path / "m.yaml", 9200), tmp_path / "out"), env=_env(emulator), capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in done.stderr.splitlines() if line.startswith("progress: ")]
     assert lines and lines[-1].startswith("progress: 3/3 done, 0 generating, 0 queued, 0 failed, 0 skipped")
@@ -86,8 +87,9 @@ def test_piped_output_gets_plain_progress_lines(prefect_harness, emulator, tmp_p
 @pytest.fixture
 def archive(prefect_harness, emulator, tmp_path):
     dest = tmp_path / "out"
-    done = subprocess.run(_batch_args(emulator, _manifest(tmp_path / "m.yaml", 9300, count=2), dest), env=_env(emulator),
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        _batch_args(emulator, _manifest(tmp_path / "m.yaml", 9300, count=2), dest), env=_env(emulator), capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return dest
 

@@ -74,18 +74,42 @@ FAILED = {
 }
 UNKNOWN = {"request_id": "a4de7c32-7057-9f82-8581-xxxxxx", "output": {"task_id": "502a00b1-19d9-4839-a82f-xxxxxx", "task_status": "UNKNOWN"}}
 LIST = {
-    "total": 2, "total_page": 1, "page_no": 1, "page_size": 10, "request_id": "f6756b7e-x",
-    "data": [{"api_key_id": "15xxxx", "caller_parent_id": "p", "caller_uid": "u", "gmt_create": 1745568428109,
-              "start_time": 1745568428138, "end_time": 1745568302481, "model_name": "wanx2.1-kf2v-plus",
-              "region": "cn-beijing", "request_id": "1abfc3c8-x", "status": "RUNNING", "task_id": "50e2ccea-x",
-              "user_api_unique_key": "apikey:v1:aigc:image2video:video-synthesis:wanx2.1-kf2v-plus"}],
+    "total": 2,
+    "total_page": 1,
+    "page_no": 1,
+    "page_size": 10,
+    "request_id": "f6756b7e-x",
+    "data": [
+        {
+            "api_key_id": "15xxxx",
+            "caller_parent_id": "p",
+            "caller_uid": "u",
+            "gmt_create": 1745568428109,
+            "start_time": 1745568428138,
+            "end_time": 1745568302481,
+            "model_name": "wanx2.1-kf2v-plus",
+            "region": "cn-beijing",
+            "request_id": "1abfc3c8-x",
+            "status": "RUNNING",
+            "task_id": "50e2ccea-x",
+            "user_api_unique_key": "apikey:v1:aigc:image2video:video-synthesis:wanx2.1-kf2v-plus",
+        }
+    ],
 }
 POLICY = {
     "request_id": "52f4383a-c67d-9f8c-xxxxxx",
-    "data": {"policy": "eyJl...1ZSJ=", "signature": "eWy...=", "upload_dir": "dashscope-instant/xxx/2024-07-18/xxx",
-             "upload_host": "https://dashscope-file-xxx.oss-cn-beijing.aliyuncs.com", "expire_in_seconds": 300,
-             "max_file_size_mb": 100, "capacity_limit_mb": 999999999, "oss_access_key_id": "LTA...",
-             "x_oss_object_acl": "private", "x_oss_forbid_overwrite": "true"},
+    "data": {
+        "policy": "eyJl...1ZSJ=",
+        "signature": "eWy...=",
+        "upload_dir": "dashscope-instant/xxx/2024-07-18/xxx",
+        "upload_host": "https://dashscope-file-xxx.oss-cn-beijing.aliyuncs.com",
+        "expire_in_seconds": 300,
+        "max_file_size_mb": 100,
+        "capacity_limit_mb": 999999999,
+        "oss_access_key_id": "LTA...",
+        "x_oss_object_acl": "private",
+        "x_oss_forbid_overwrite": "true",
+    },
 }
 
 
@@ -139,8 +163,17 @@ async def test_submit_uploads_local_frames_and_creates_one_task(frames):
     assert "authorization" not in upload.headers
     body = upload.content.decode("latin-1")
     names = [part.split('"', 1)[0] for part in body.split('; name="')[1:]]
-    assert names == ["OSSAccessKeyId", "Signature", "policy", "key", "x-oss-object-acl", "x-oss-forbid-overwrite",
-                     "success_action_status", "x-oss-content-type", "file"]
+    assert names == [
+        "OSSAccessKeyId",
+        "Signature",
+        "policy",
+        "key",
+        "x-oss-object-acl",
+        "x-oss-forbid-overwrite",
+        "success_action_status",
+        "x-oss-content-type",
+        "file",
+    ]
     assert create.headers["authorization"] == f"Bearer {FAKE_KEY}"
     assert create.headers["x-dashscope-async"] == "enable"
     assert create.headers["x-dashscope-ossresourceresolve"] == "enable"
@@ -163,8 +196,7 @@ async def test_http_frames_pass_through_without_upload_and_without_the_key(frame
 
     client, rec = client_for(route)
     async with client:
-        await client.submit(KeyframeVideoRequest(
-            first_frame="https://cdn.example.com/first.png?sig=abc", last_frame="https://cdn.example.com/last.jpg"))
+        await client.submit(KeyframeVideoRequest(first_frame="https://cdn.example.com/first.png?sig=abc", last_frame="https://cdn.example.com/last.jpg"))
     downloads = [r for r in rec.requests if r.url.host == "cdn.example.com"]
     assert len(downloads) == 2 and all("authorization" not in r.headers for r in downloads)
     create = rec.requests[-1]
@@ -178,8 +210,9 @@ async def test_wan27_uses_media_body_and_its_own_endpoint(frames):
     first, last = frames
     client, rec = client_for(standard_route, region="singapore")
     async with client:
-        task = await client.submit(KeyframeVideoRequest(
-            model="wan2.7-i2v-2026-04-25", first_frame=first, last_frame=last, prompt="p", duration=10, resolution="720P"))
+        task = await client.submit(
+            KeyframeVideoRequest(model="wan2.7-i2v-2026-04-25", first_frame=first, last_frame=last, prompt="p", duration=10, resolution="720P")
+        )
     create = rec.requests[-1]
     assert create.url.host == "dashscope-intl.aliyuncs.com"
     assert create.url.path == "/api/v1/services/aigc/video-generation/video-synthesis"
@@ -213,8 +246,10 @@ async def test_list_and_cancel():
             return httpx.Response(200, json=LIST)
         if request.url.path.endswith("/ok/cancel"):
             return httpx.Response(200, json={"request_id": "r1"})
-        return httpx.Response(400, json={"code": "UnsupportedOperation", "request_id": "r2",
-                                         "message": "Failed to cancel the task, please confirm if the task is in PENDING status."})
+        return httpx.Response(
+            400,
+            json={"code": "UnsupportedOperation", "request_id": "r2", "message": "Failed to cancel the task, please confirm if the task is in PENDING status."},
+        )
 
     client, rec = client_for(route)
     async with client:
@@ -308,13 +343,15 @@ async def test_a_connection_never_made_on_create_is_retryable(frames):
 
 
 async def test_wait_for_task_handles_every_status_and_transient_errors():
-    answers = iter([
-        httpx.Response(503, json={"code": "ModelServingError", "message": "Too many requests."}),
-        httpx.Response(200, json={"request_id": "q", "output": {"task_id": "t", "task_status": "PENDING"}}),
-        httpx.Response(429, json={"code": "Throttling", "message": "Requests throttling triggered."}, headers={"Retry-After": "0.01"}),
-        httpx.Response(200, json={"request_id": "q", "output": {"task_id": "t", "task_status": "RUNNING"}}),
-        httpx.Response(200, json=SUCCEEDED_FLASH),
-    ])
+    answers = iter(
+        [
+            httpx.Response(503, json={"code": "ModelServingError", "message": "Too many requests."}),
+            httpx.Response(200, json={"request_id": "q", "output": {"task_id": "t", "task_status": "PENDING"}}),
+            httpx.Response(429, json={"code": "Throttling", "message": "Requests throttling triggered."}, headers={"Retry-After": "0.01"}),
+            httpx.Response(200, json={"request_id": "q", "output": {"task_id": "t", "task_status": "RUNNING"}}),
+            httpx.Response(200, json=SUCCEEDED_FLASH),
+        ]
+    )
     sleeps: list[float] = []
 
     async def fake_sleep(seconds):

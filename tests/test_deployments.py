@@ -44,7 +44,10 @@ def scheduling_server(tmp_path_factory):
     }
     log = (home / "server.log").open("wb")
     server = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 120
     while True:
@@ -77,9 +80,7 @@ def test_deploying_prefect_yaml_gives_scheduled_runs(scheduling_server):
     deadline = time.monotonic() + 90
     runs: list = []
     while time.monotonic() < deadline:
-        runs = httpx.post(
-            f"{api}/flow_runs/filter", json={"deployments": {"id": {"any_": [nightly["id"]]}}}
-        ).raise_for_status().json()
+        runs = httpx.post(f"{api}/flow_runs/filter", json={"deployments": {"id": {"any_": [nightly["id"]]}}}).raise_for_status().json()
         if runs:
             break
         time.sleep(1)

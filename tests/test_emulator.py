@@ -13,15 +13,10 @@ import pytest
 
 from prefect_wan.client import (
     AuthenticationError,
-    ContentModerationError,
-    InvalidParameterError,
     KeyframeVideoRequest,
-    NetworkError,
-    ServerError,
     SubmissionOutcomeUnknownError,
     TaskStatus,
     ThrottledError,
-    UnsupportedOperationError,
     predict_output_size,
 )
 from prefect_wan.client.errors import TaskExpiredError, TaskFailedError
@@ -55,8 +50,12 @@ def probe(data: bytes):
     with av.open(io.BytesIO(data)) as container:
         video = container.streams.video[0]
         return {
-            "codec": video.codec_context.name, "fps": float(video.average_rate), "width": video.width,
-            "height": video.height, "seconds": container.duration / 1e6, "frames": frames,
+            "codec": video.codec_context.name,
+            "fps": float(video.average_rate),
+            "width": video.width,
+            "height": video.height,
+            "seconds": container.duration / 1e6,
+            "frames": frames,
             "audio": [s.codec_context.name for s in container.streams.audio],
         }
 
@@ -94,8 +93,12 @@ def test_official_sdk_call_with_file_frames(emulator, frames):
     first, last = frames
     dashscope.base_http_api_url = emulator.base_url + "/api/v1"
     rsp = VideoSynthesis.call(
-        api_key=emulator.api_key, model="wan2.2-kf2v-flash", prompt="a cat", resolution="480P",
-        first_frame_url=f"file://{first}", last_frame_url=f"file://{last}",
+        api_key=emulator.api_key,
+        model="wan2.2-kf2v-flash",
+        prompt="a cat",
+        resolution="480P",
+        first_frame_url=f"file://{first}",
+        last_frame_url=f"file://{last}",
     )
     assert rsp.status_code == 200 and rsp.output.task_status == "SUCCEEDED"
     assert rsp.usage.video_duration == 5
@@ -111,7 +114,11 @@ def test_official_sdk_async_call_fetch_wait_cancel_list(emulator, frames):
     dashscope.base_http_api_url = emulator.base_url + "/api/v1"
     emulator.configure(pending_seconds=30)
     queued = VideoSynthesis.async_call(
-        api_key=emulator.api_key, model="wan2.7-i2v", prompt="p", resolution="720P", duration=2,
+        api_key=emulator.api_key,
+        model="wan2.7-i2v",
+        prompt="p",
+        resolution="720P",
+        duration=2,
         media=[{"type": "first_frame", "url": f"file://{first}"}, {"type": "last_frame", "url": f"file://{last}"}],
     )
     assert queued.status_code == 200 and queued.output.task_status == "PENDING"
@@ -122,8 +129,11 @@ def test_official_sdk_async_call_fetch_wait_cancel_list(emulator, frames):
     assert again.status_code == 400 and again.code == "UnsupportedOperation"
     emulator.configure(pending_seconds=0.05)
     running = VideoSynthesis.async_call(
-        api_key=emulator.api_key, model="wan2.2-kf2v-flash", resolution="480P",
-        first_frame_url=f"file://{first}", last_frame_url=f"file://{last}",
+        api_key=emulator.api_key,
+        model="wan2.2-kf2v-flash",
+        resolution="480P",
+        first_frame_url=f"file://{first}",
+        last_frame_url=f"file://{last}",
     )
     done = VideoSynthesis.wait(running, api_key=emulator.api_key)
     assert done.output.task_status == "SUCCEEDED" and done.output.video_url
@@ -137,16 +147,48 @@ def test_authentication_async_header_and_json_errors(emulator):
     cases = [
         (raw(emulator, "POST", KF2V, key=False, body={}), 401, "InvalidApiKey", "No API-key provided."),
         (raw(emulator, "GET", "/api/v1/tasks/x", headers={"Authorization": "Bearer sk-wrong"}, key=False), 401, "InvalidApiKey", "Invalid API-key provided."),
-        (raw(emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash", "input": {}}, headers={"X-DashScope-Async": ""}), 403, "AccessDenied", "current user api does not support synchronous calls."),
+        (
+            raw(emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash", "input": {}}, headers={"X-DashScope-Async": ""}),
+            403,
+            "AccessDenied",
+            "current user api does not support synchronous calls.",
+        ),
         (raw(emulator, "POST", KF2V, body={"input": {}}), 400, "BadRequest.EmptyModel", None),
         (raw(emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash"}), 400, "BadRequest.EmptyInput", None),
         (raw(emulator, "POST", KF2V, body={"model": "wanx2.1-kf2v-plus", "input": {}}), 400, "InvalidParameter", "Model not exist."),
         (raw(emulator, "POST", WAN27, body={"model": "wan2.2-kf2v-flash", "input": {}}), 400, "InvalidParameter", "url error, please check url!"),
-        (raw(emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash", "input": {"first_frame_url": "https://x/a.png"}, "parameters": {"resolution": "2K"}}), 400, "InvalidParameter", None),
-        (raw(emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash", "input": {"first_frame_url": "https://x/a.png"}, "parameters": {"duration": 6}}), 400, "InvalidParameter", None),
-        (raw(emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash", "input": {"first_frame_url": "https://x/a.png"}, "parameters": {"seed": -1}}), 400, "InvalidParameter", None),
-        (raw(emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash", "input": {"first_frame_url": "https://x/a.png", "template": "mech1"}}), 400, "InvalidParameter", None),
-        (raw(emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash", "input": {"prompt": "x"}}), 400, "InvalidParameter", "Field required: input.first_frame_url"),
+        (
+            raw(
+                emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash", "input": {"first_frame_url": "https://x/a.png"}, "parameters": {"resolution": "2K"}}
+            ),
+            400,
+            "InvalidParameter",
+            None,
+        ),
+        (
+            raw(emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash", "input": {"first_frame_url": "https://x/a.png"}, "parameters": {"duration": 6}}),
+            400,
+            "InvalidParameter",
+            None,
+        ),
+        (
+            raw(emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash", "input": {"first_frame_url": "https://x/a.png"}, "parameters": {"seed": -1}}),
+            400,
+            "InvalidParameter",
+            None,
+        ),
+        (
+            raw(emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash", "input": {"first_frame_url": "https://x/a.png", "template": "mech1"}}),
+            400,
+            "InvalidParameter",
+            None,
+        ),
+        (
+            raw(emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash", "input": {"prompt": "x"}}),
+            400,
+            "InvalidParameter",
+            "Field required: input.first_frame_url",
+        ),
     ]
     for response, status, code, message in cases:
         body = response.json()
@@ -165,12 +207,22 @@ def _data_uri(data: bytes, mime: str = "image/png") -> str:
 
 def test_sdk_artefacts_truncation_and_data_uris(emulator):
     first, last = make_image(480, 640), make_image(480, 640, (0, 0, 255))
-    response = raw(emulator, "POST", KF2V, body={
-        "model": "wan2.2-kf2v-flash",
-        "parameters": {},
-        "input": {"prompt": "猫" * 900, "extend_prompt": True, "function": "video-synthesis",
-                  "first_frame_url": _data_uri(first), "last_frame_url": _data_uri(last)},
-    })
+    response = raw(
+        emulator,
+        "POST",
+        KF2V,
+        body={
+            "model": "wan2.2-kf2v-flash",
+            "parameters": {},
+            "input": {
+                "prompt": "猫" * 900,
+                "extend_prompt": True,
+                "function": "video-synthesis",
+                "first_frame_url": _data_uri(first),
+                "last_frame_url": _data_uri(last),
+            },
+        },
+    )
     assert response.status_code == 200, response.text
     task_id = response.json()["output"]["task_id"]
     deadline = time.monotonic() + 30
@@ -184,6 +236,7 @@ def test_sdk_artefacts_truncation_and_data_uris(emulator):
 
 def test_image_checks_and_oss_rules(emulator):
     ok = _data_uri(make_image(480, 640))
+
     def create(first, headers=None, model="wan2.2-kf2v-flash"):
         return raw(emulator, "POST", KF2V, body={"model": model, "input": {"first_frame_url": first, "last_frame_url": ok}}, headers=headers)
 
@@ -195,8 +248,15 @@ def test_image_checks_and_oss_rules(emulator):
     # oss:// needs the resolve header and an upload for the same model.
     policy = raw(emulator, "GET", "/api/v1/uploads?action=getPolicy&model=wan2.2-kf2v-flash").json()["data"]
     key = f"{policy['upload_dir']}/a.png"
-    fields = {"OSSAccessKeyId": policy["oss_access_key_id"], "Signature": policy["signature"], "policy": policy["policy"],
-              "key": key, "x-oss-object-acl": "private", "x-oss-forbid-overwrite": "true", "success_action_status": "200"}
+    fields = {
+        "OSSAccessKeyId": policy["oss_access_key_id"],
+        "Signature": policy["signature"],
+        "policy": policy["policy"],
+        "key": key,
+        "x-oss-object-acl": "private",
+        "x-oss-forbid-overwrite": "true",
+        "success_action_status": "200",
+    }
     assert httpx.post(policy["upload_host"], data=fields, files={"file": ("a.png", make_image(480, 640))}).status_code == 200
     again = httpx.post(policy["upload_host"], data=fields, files={"file": ("a.png", b"x")})
     assert again.status_code == 409 and "FileAlreadyExists" in again.text
@@ -205,8 +265,13 @@ def test_image_checks_and_oss_rules(emulator):
     assert create(f"oss://{key}").json()["code"] == "invalid_parameter_error"
     assert create(f"oss://{key}", {"X-DashScope-OssResourceResolve": "enable"}).status_code == 200
     emulator.configure(region="beijing")
-    plus = raw(emulator, "POST", KF2V, body={"model": "wanx2.1-kf2v-plus", "input": {"first_frame_url": f"oss://{key}", "last_frame_url": ok}},
-               headers={"X-DashScope-OssResourceResolve": "enable"})
+    plus = raw(
+        emulator,
+        "POST",
+        KF2V,
+        body={"model": "wanx2.1-kf2v-plus", "input": {"first_frame_url": f"oss://{key}", "last_frame_url": ok}},
+        headers={"X-DashScope-OssResourceResolve": "enable"},
+    )
     assert "uploaded for model wan2.2-kf2v-flash" in plus.json()["message"]
     emulator.configure(region="singapore")
     emulator.advance_clock(400)  # past the policy's 300 s
@@ -380,7 +445,9 @@ def test_console_script_prints_its_url_and_key():
         port = s.getsockname()[1]
     process = subprocess.Popen(
         [sys.executable, "-m", "prefect_wan.cli", "emulator", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         lines = [process.stdout.readline() for _ in range(2)]
@@ -411,10 +478,19 @@ def test_frames_from_http_urls_are_downloaded_by_the_emulator(emulator, tmp_path
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        created = raw(emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash", "parameters": {"resolution": "480P"},
-                                                      "input": {"first_frame_url": f"{base}/a.png?token=x", "last_frame_url": f"{base}/b.jpg"}})
-        missing = raw(emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash",
-                                                      "input": {"first_frame_url": f"{base}/none.png", "last_frame_url": f"{base}/b.jpg"}})
+        created = raw(
+            emulator,
+            "POST",
+            KF2V,
+            body={
+                "model": "wan2.2-kf2v-flash",
+                "parameters": {"resolution": "480P"},
+                "input": {"first_frame_url": f"{base}/a.png?token=x", "last_frame_url": f"{base}/b.jpg"},
+            },
+        )
+        missing = raw(
+            emulator, "POST", KF2V, body={"model": "wan2.2-kf2v-flash", "input": {"first_frame_url": f"{base}/none.png", "last_frame_url": f"{base}/b.jpg"}}
+        )
     finally:
         server.shutdown()
     assert created.status_code == 200, created.text

@@ -4,14 +4,11 @@ flows, stale and racing locks. Every test asserts on the emulator's counters."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,9 +20,7 @@ from prefect_wan.client.errors import SubmissionOutcomeUnknownError
 from prefect_wan.client.reconcile import reconcile_lost_create
 from prefect_wan.client.request import KeyframeVideoRequest
 from prefect_wan.flows import keyframes_to_video
-from prefect_wan.tasks.caching import submission_key
-from prefect_wan.tasks.journal import JournalError, SubmissionJournal, remember_task_ids
-from prefect_wan.tasks.locking import LockInfo, SubmitLockManager
+from prefect_wan.ledger.journal import JournalError, SubmissionJournal, remember_task_ids
 from tests.test_flows import FIRST, LAST, POLL, generate, options
 
 MODEL = "wan2.2-kf2v-flash"
@@ -77,8 +72,7 @@ async def test_a_failed_list_keeps_the_outcome_unknown_and_a_flow_retry_adopts(p
     emulator.inject(op="submit", action="drop")
     emulator.inject(op="list", status=500, code="InternalError")
     retried = keyframes_to_video.with_options(retries=1, retry_delay_seconds=0)
-    video = await retried(FIRST, LAST, prompt="sunrise to noon", options=options(405), credentials=emulator.credentials(),
-                          destination=str(tmp_path), poll=POLL)
+    video = await retried(FIRST, LAST, prompt="sunrise to noon", options=options(405), credentials=emulator.credentials(), destination=str(tmp_path), poll=POLL)
     assert emulator.counters().submissions_accepted == 2  # one for each seed, none twice
     assert video.task_id in emulator.state.tasks
 
@@ -112,13 +106,19 @@ async def test_an_adopted_task_with_another_prompt_is_replaced(prefect_harness, 
             await client.send_create(call)
     # Our journal now says "unknown" for this pair's key, as a crash mid-send would leave it.
     journal = SubmissionJournal()
-    key = submission_key(prepared.fingerprint, emulator.credentials())
-    from prefect_wan.tasks.journal import AttemptState, SubmissionAttempt, SubmissionRecord
+    key = emulator.credentials().submission_key(prepared.fingerprint)
+    from prefect_wan.ledger.journal import AttemptState, SubmissionAttempt, SubmissionRecord
 
-    await journal.write(SubmissionRecord(
-        key=key, fingerprint=prepared.fingerprint, model=MODEL, endpoint=emulator.base_url, prompt="sunrise to noon",
-        attempts=[SubmissionAttempt(sent_at=datetime.now(timezone.utc) - timedelta(seconds=1), state=AttemptState.UNKNOWN)],
-    ))
+    await journal.write(
+        SubmissionRecord(
+            key=key,
+            fingerprint=prepared.fingerprint,
+            model=MODEL,
+            endpoint=emulator.base_url,
+            prompt="sunrise to noon",
+            attempts=[SubmissionAttempt(sent_at=datetime.now(timezone.utc) - timedelta(seconds=1), state=AttemptState.UNKNOWN)],
+        )
+    )
     emulator.configure(pending_seconds=0.05)
     video = await generate(emulator, 408, str(tmp_path))
     assert emulator.counters().submissions_accepted == 2  # the stranger's task, then ours
@@ -129,7 +129,7 @@ async def test_an_unreadable_journal_sends_nothing(prefect_harness, emulator, tm
     async with emulator.credentials().get_client() as client:
         prepared = await client.prepare(request(409))
     journal = SubmissionJournal()
-    key = submission_key(prepared.fingerprint, emulator.credentials())
+    key = emulator.credentials().submission_key(prepared.fingerprint)
     Path(journal.root).mkdir(parents=True, exist_ok=True)
     Path(journal.root, f"{key}.json").write_text("{not json")
     with pytest.raises(JournalError, match="unreadable"):
@@ -173,68 +173,6 @@ async def test_a_crash_between_create_and_record_is_reconciled_at_once(prefect_h
     assert time.monotonic() - started < 60
     assert any("is gone" in r.getMessage() for r in caplog.records)
     assert emulator.counters().submissions_accepted == 1 and video.task_id == next(iter(emulator.state.tasks))
-
-
-# --- the submit lock ---------------------------------------------------------------------------
-
-
-def test_two_lock_managers_racing_for_one_key_never_crash_and_never_share(tmp_path):
-    managers = [SubmitLockManager(tmp_path), SubmitLockManager(tmp_path)]
-    inside, overlaps, errors = [0], [0], []
-    barrier = threading.Barrier(2)
-
-    def worker(manager: SubmitLockManager, name: str) -> None:
-        try:
-            for round_ in range(60):
-                barrier.wait()
-                holder = f"{name}-{round_}"
-                assert manager.acquire_lock("key", holder, acquire_timeout=10)
-                inside[0] += 1
-                overlaps[0] += inside[0] > 1
-                time.sleep(0.001)
-                inside[0] -= 1
-                manager.release_lock("key", holder)
-        except Exception as exc:  # noqa: BLE001 - any error fails the test below
-            errors.append(exc)
-            barrier.abort()
-
-    threads = [threading.Thread(target=worker, args=(m, f"m{i}")) for i, m in enumerate(managers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == [] and overlaps == [0]
-
-
-def test_prefects_own_lock_manager_has_the_race_we_avoid(tmp_path):
-    # Prefect touches the lock file before writing it: a reader in between parses an empty file.
-    from prefect.locking.filesystem import FileSystemLockManager
-
-    manager = FileSystemLockManager(tmp_path)
-    (tmp_path / "key.lock").touch()
-    with pytest.raises(ValueError, match="EOF"):
-        manager.is_locked("key")
-    ours = SubmitLockManager(tmp_path)
-    assert ours.is_locked("key")  # a half-written lock counts as held, never as a crash
-
-
-def test_locks_of_dead_and_live_holders(tmp_path, caplog):
-    manager = SubmitLockManager(tmp_path, hold_timeout=600)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    later = datetime.now(timezone.utc) + timedelta(minutes=10)
-    (tmp_path / "dead.lock").write_text(LockInfo(holder="x", expiration=later, host=socket.gethostname(), pid=dead.pid).model_dump_json())
-    (tmp_path / "elsewhere.lock").write_text(LockInfo(holder="y", expiration=later, host="another-host", pid=1).model_dump_json())
-    (tmp_path / "expired.lock").write_text(
-        LockInfo(holder="z", expiration=datetime.now(timezone.utc) - timedelta(seconds=1), host="another-host", pid=1).model_dump_json()
-    )
-    with caplog.at_level(logging.INFO):
-        assert manager.acquire_lock("dead", "me", acquire_timeout=1)
-        assert manager.acquire_lock("expired", "me", acquire_timeout=1)
-        assert not manager.acquire_lock("elsewhere", "me", acquire_timeout=0.3)
-    messages = " ".join(r.getMessage() for r in caplog.records)
-    assert f"process {dead.pid} on this host, is gone" in messages
-    assert "held by process 1 on another-host" in messages
 
 
 # --- reconciliation, branch by branch ------------------------------------------------------------
@@ -286,15 +224,15 @@ async def test_no_create_is_sent_on_a_connection_the_server_is_closing(frames):
         assert emu.counters().submissions_accepted == 6
 
 
-
 async def test_twenty_in_flight_with_dropped_answers_pay_each_pair_once(prefect_harness, emulator, tmp_path):
     from prefect_wan.flows import GenerationOptions, KeyframePair, keyframes_batch
 
     emulator.configure(seed=3)
     emulator.inject(op="submit", action="drop", fraction=0.25, count=None)
     pairs = [KeyframePair(first_frame=FIRST, last_frame=LAST, prompt="same prompt for all", seed=600 + i, label=f"d{i}") for i in range(20)]
-    result = await keyframes_batch(pairs=pairs, options=GenerationOptions(resolution="480P"), credentials=emulator.credentials(),
-                                   destination=str(tmp_path), poll=POLL, max_in_flight=20)
+    result = await keyframes_batch(
+        pairs=pairs, options=GenerationOptions(resolution="480P"), credentials=emulator.credentials(), destination=str(tmp_path), poll=POLL, max_in_flight=20
+    )
     counters = emulator.counters()
     assert len(result.videos) == 20 and not result.failures
     assert counters.faults_injected["submit:drop"] >= 2 and counters.submissions_accepted == 20

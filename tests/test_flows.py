@@ -19,6 +19,7 @@ from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
+from prefect_wan.archive.errors import VideoDownloadError
 from prefect_wan.archive.store import archive_stem
 from prefect_wan.client.errors import TaskFailedError
 from prefect_wan.client.polling import PollSchedule
@@ -44,8 +45,14 @@ def options(seed: int, **changes) -> GenerationOptions:
 
 async def generate(emulator, seed, destination, **kwargs):
     return await keyframes_to_video(
-        FIRST, LAST, prompt="sunrise to noon", options=options(seed), credentials=emulator.credentials(),
-        destination=destination, poll=POLL, **kwargs,
+        FIRST,
+        LAST,
+        prompt="sunrise to noon",
+        options=options(seed),
+        credentials=emulator.credentials(),
+        destination=destination,
+        poll=POLL,
+        **kwargs,
     )
 
 
@@ -171,7 +178,7 @@ async def test_cut_downloads_never_leave_a_partial_object(prefect_harness, emula
     bucket, storage = s3
     fs = fsspec.filesystem("s3", **storage)
     emulator.inject(op="download", action="truncate", after_bytes=50_000, count=10)
-    with pytest.raises(Exception):
+    with pytest.raises(VideoDownloadError):
         await generate(emulator, 109, f"s3://{bucket}/cut", storage_options=storage)
     fs.invalidate_cache()
     assert not fs.exists(f"{bucket}/cut") or fs.ls(f"{bucket}/cut") == []
@@ -187,7 +194,7 @@ async def test_an_archive_is_never_replaced_by_a_broken_one(prefect_harness, emu
     good = await generate(emulator, 110, str(tmp_path))
     before = Path(good.record.video.path).read_bytes()
     emulator.inject(op="download", action="truncate", after_bytes=10_000, count=10)
-    with pytest.raises(Exception):
+    with pytest.raises(VideoDownloadError):
         await generate(emulator, 110, str(tmp_path), force=True)
     assert Path(good.record.video.path).read_bytes() == before
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".mp4", ".png"]
@@ -227,16 +234,24 @@ async def test_batch_from_an_s3_manifest(prefect_harness, emulator, s3, assertin
     fs = fsspec.filesystem("s3", **storage)
     fs.put_file(FIRST, f"{bucket}/in/frames/a.png")
     fs.put_file(LAST, f"{bucket}/in/frames/b.png")
-    fs.pipe(f"{bucket}/in/manifest.yaml", textwrap.dedent("""
+    fs.pipe(
+        f"{bucket}/in/manifest.yaml",
+        textwrap.dedent("""
         pairs:
           - {first_frame: frames/a.png, last_frame: frames/b.png, prompt: rise, label: rise, seed: 201}
           - {first_frame: frames/b.png, last_frame: frames/a.png, prompt: set, label: set, seed: 202}
           - {first_frame: frames/a.png, last_frame: frames/b.png, prompt: bad, label: bad, seed: -1}
           - {first_frame: frames/a.png, last_frame: frames/missing.png, label: missing}
-    """).encode())
+    """).encode(),
+    )
     run = keyframes_batch(
-        manifest=f"s3://{bucket}/in/manifest.yaml", manifest_storage_options=storage, options=GenerationOptions(resolution="480P"),
-        credentials=emulator.credentials(), destination=f"s3://{bucket}/out", storage_options=storage, poll=POLL,
+        manifest=f"s3://{bucket}/in/manifest.yaml",
+        manifest_storage_options=storage,
+        options=GenerationOptions(resolution="480P"),
+        credentials=emulator.credentials(),
+        destination=f"s3://{bucket}/out",
+        storage_options=storage,
+        poll=POLL,
     )
     with pytest.raises(BatchFailedError) as info:
         await run
@@ -255,8 +270,14 @@ async def test_batch_rerun_and_concurrency_limit(prefect_harness, emulator, tmp_
     async with get_client() as client:
         await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="wan-test-account", limit=2))
     pairs = [KeyframePair(first_frame=FIRST, last_frame=LAST, prompt="p", seed=300 + i, label=f"p{i}") for i in range(3)]
-    kwargs = dict(pairs=pairs, options=GenerationOptions(resolution="480P"), credentials=emulator.credentials(),
-                  destination=str(tmp_path), poll=POLL, concurrency_limit="wan-test-account")
+    kwargs = dict(
+        pairs=pairs,
+        options=GenerationOptions(resolution="480P"),
+        credentials=emulator.credentials(),
+        destination=str(tmp_path),
+        poll=POLL,
+        concurrency_limit="wan-test-account",
+    )
     first = await keyframes_batch(**kwargs)
     assert len(first.videos) == 3 and not any(v.reused for v in first.videos)
     second = await keyframes_batch(**kwargs)
@@ -270,19 +291,30 @@ async def test_batch_takes_a_named_rate_limit_before_each_submission(prefect_har
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
     async with get_client() as client:
-        await client.create_global_concurrency_limit(
-            GlobalConcurrencyLimitCreate(name="wan-test-submits", limit=1, slot_decay_per_second=2.0)
-        )
+        await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="wan-test-submits", limit=1, slot_decay_per_second=2.0))
         pairs = [KeyframePair(first_frame=FIRST, last_frame=LAST, prompt="rl", seed=500 + i, label=f"rl{i}") for i in range(2)]
-        result = await keyframes_batch(pairs=pairs, options=GenerationOptions(resolution="480P"), credentials=emulator.credentials(),
-                                       destination=str(tmp_path), poll=POLL, rate_limit="wan-test-submits")
+        result = await keyframes_batch(
+            pairs=pairs,
+            options=GenerationOptions(resolution="480P"),
+            credentials=emulator.credentials(),
+            destination=str(tmp_path),
+            poll=POLL,
+            rate_limit="wan-test-submits",
+        )
         limit = await client.read_global_concurrency_limit_by_name("wan-test-submits")
     assert len(result.videos) == 2 and emulator.counters().submissions_accepted == 2
     assert limit.active_slots <= 1
     # The limit is really consulted, strictly: a name that does not exist stops every submission.
     with pytest.raises(BatchFailedError, match="ConcurrencySlotAcquisitionError|no-such-rate"):
-        await keyframes_batch(pairs=pairs, options=GenerationOptions(resolution="480P"), credentials=emulator.credentials(),
-                              destination=str(tmp_path), poll=POLL, rate_limit="no-such-rate", force=True)
+        await keyframes_batch(
+            pairs=pairs,
+            options=GenerationOptions(resolution="480P"),
+            credentials=emulator.credentials(),
+            destination=str(tmp_path),
+            poll=POLL,
+            rate_limit="no-such-rate",
+            force=True,
+        )
     assert emulator.counters().submissions_accepted == 2
 
 
@@ -291,7 +323,7 @@ async def test_tasks_work_on_their_own_in_a_user_flow(prefect_harness, emulator,
 
     from prefect_wan.archive.destination import ArchiveDestination
     from prefect_wan.client import KeyframeVideoRequest
-    from prefect_wan.flows.pipeline import request_record
+    from prefect_wan.flows.prepared import request_record
     from prefect_wan.tasks import archive_video, poll_video, submit_video
 
     credentials = emulator.credentials()
@@ -321,7 +353,13 @@ async def test_saved_credentials_and_a_remote_file_system_block(prefect_harness,
     await emulator.credentials().asave("wan-emulator-test", overwrite=True)
     block = RemoteFileSystem(basepath=f"s3://{bucket}/via-block", settings=storage)
     video = await keyframes_to_video(
-        FIRST, LAST, prompt="saved", options=options(602), credentials="wan-emulator-test", destination=block, poll=POLL,
+        FIRST,
+        LAST,
+        prompt="saved",
+        options=options(602),
+        credentials="wan-emulator-test",
+        destination=block,
+        poll=POLL,
     )
     fs = fsspec.filesystem("s3", **storage)
     assert video.video_url.startswith(f"s3://{bucket}/via-block/")

@@ -24,7 +24,6 @@ from prefect_wan.blocks import WanCoordination
 from prefect_wan.blocks.coordination import CoordinationError
 from prefect_wan.client.polling import PollSchedule
 from prefect_wan.flows import GenerationOptions, KeyframePair, keyframes_batch
-from prefect_wan.tasks.redis_lock import BoundedRedisLockManager
 from tests.helpers import RedisServer, stop_process
 from tests.test_flows import FIRST, LAST
 
@@ -37,8 +36,11 @@ async def _shared(emulator, s3, redis_server, name: str) -> tuple[str, dict]:
     bucket, storage = s3
     await emulator.credentials().asave(f"{name}-credentials", overwrite=True)
     await WanCoordination(
-        submissions_url=f"s3://{bucket}/prefect-wan/submissions", submissions_storage_options=storage,
-        redis_url=redis_server.url, many_machines=True, lock_hold_seconds=60,
+        submissions_url=f"s3://{bucket}/prefect-wan/submissions",
+        submissions_storage_options=storage,
+        redis_url=redis_server.url,
+        many_machines=True,
+        lock_hold_seconds=60,
     ).asave(f"{name}-coordination", overwrite=True)
     return bucket, storage
 
@@ -130,30 +132,31 @@ async def test_with_redis_down_a_run_is_refused_before_submitting(prefect_harnes
     bucket, storage = s3
     stopped = RedisServer(tmp_path).start()
     stopped.stop()
-    coordination = WanCoordination(submissions_url=f"s3://{bucket}/subs", submissions_storage_options=storage,
-                                   redis_url=f"redis://:hunter2@127.0.0.1:{stopped.port}/0", many_machines=True)
+    coordination = WanCoordination(
+        submissions_url=f"s3://{bucket}/subs", submissions_storage_options=storage, redis_url=f"redis://:hunter2@127.0.0.1:{stopped.port}/0", many_machines=True
+    )
     pairs = [KeyframePair(first_frame=FIRST, last_frame=LAST, prompt="x", seed=9800)]
     with pytest.raises(CoordinationError, match=rf"cannot reach the submit lock's Redis server at redis://127.0.0.1:{stopped.port}/0") as refused:
-        await keyframes_batch(pairs=pairs, options=GenerationOptions(resolution="480P"), credentials=emulator.credentials(),
-                              destination=str(tmp_path / "archive"), coordination=coordination)
+        await keyframes_batch(
+            pairs=pairs,
+            options=GenerationOptions(resolution="480P"),
+            credentials=emulator.credentials(),
+            destination=str(tmp_path / "archive"),
+            coordination=coordination,
+        )
     assert "hunter2" not in str(refused.value) and "nothing was submitted" in str(refused.value)
     assert emulator.counters().api_requests == 0
 
 
 async def test_several_machines_with_state_on_one_is_refused(prefect_harness, emulator, tmp_path):
     with pytest.raises(CoordinationError, match=r"configured for several machines.*PREFECT_HOME.*Set submissions_url to a shared store"):
-        await keyframes_batch(pairs=[KeyframePair(first_frame=FIRST, last_frame=LAST, seed=9801)], credentials=emulator.credentials(),
-                              destination=str(tmp_path), coordination=WanCoordination(many_machines=True))
+        await keyframes_batch(
+            pairs=[KeyframePair(first_frame=FIRST, last_frame=LAST, seed=9801)],
+            credentials=emulator.credentials(),
+            destination=str(tmp_path),
+            coordination=WanCoordination(many_machines=True),
+        )
     assert emulator.counters().api_requests == 0
-
-
-def test_a_redis_lock_expires_when_its_holder_dies(redis_server):
-    holder = BoundedRedisLockManager(connection_url=redis_server.url, hold_timeout=1.0)
-    rival = BoundedRedisLockManager(connection_url=redis_server.url, hold_timeout=1.0)
-    assert holder.acquire_lock("pair-x", holder="run-1")  # and never released, as by a killed process
-    assert not rival.acquire_lock("pair-x", holder="run-2", acquire_timeout=0.3)
-    assert rival.acquire_lock("pair-x", holder="run-2", acquire_timeout=5)
-    rival.release_lock("pair-x", holder="run-2")
 
 
 @pytest.fixture
@@ -167,18 +170,25 @@ def two_workers(prefect_harness, tmp_path):
             await client.create_work_pool(WorkPoolCreate(name="wan-fan-out", type="process"), overwrite=True)
 
     asyncio.run(create_pool())
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_WORKER_QUERY_SECONDS": "1",
-           "PREFECT_WORKER_HEARTBEAT_SECONDS": "5"}
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_HEARTBEAT_SECONDS": "5"}
     prefect = str(Path(sys.executable).with_name("prefect"))
     workers, homes = [], []
     for n in (1, 2):
         home = tmp_path / f"worker-{n}"
         homes.append(home)
         log = (tmp_path / f"worker-{n}.log").open("w")
-        workers.append((subprocess.Popen(
-            [prefect, "worker", "start", "--pool", "wan-fan-out", "--type", "process", "--limit", "3", "--name", f"w{n}"],
-            env={**env, "PREFECT_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
-        ), log))
+        workers.append(
+            (
+                subprocess.Popen(
+                    [prefect, "worker", "start", "--pool", "wan-fan-out", "--type", "process", "--limit", "3", "--name", f"w{n}"],
+                    env={**env, "PREFECT_HOME": str(home)},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=str(ROOT),
+                ),
+                log,
+            )
+        )
     yield homes, [tmp_path / f"worker-{n}.log" for n in (1, 2)]
     for process, log in workers:
         stop_process(process, timeout=30)
@@ -195,7 +205,10 @@ async def test_a_batch_fans_out_over_the_workers_of_a_pool(prefect_harness, emul
     async with get_client() as client:
         flow_id = await client.create_flow_from_name("keyframes-to-video")
         await client.create_deployment(
-            flow_id=flow_id, name="fan-out", work_pool_name="wan-fan-out", entrypoint="prefect_wan.flows.keyframes:keyframes_to_video",
+            flow_id=flow_id,
+            name="fan-out",
+            work_pool_name="wan-fan-out",
+            entrypoint="prefect_wan.flows.keyframes:keyframes_to_video",
             pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}],
         )
     pairs = [KeyframePair(first_frame=FIRST, last_frame=LAST, prompt=f"fan {i}", seed=9900 + i, label=f"fan-{i}") for i in range(6)]
@@ -203,8 +216,14 @@ async def test_a_batch_fans_out_over_the_workers_of_a_pool(prefect_harness, emul
     pairs.append(KeyframePair(first_frame=FIRST, last_frame=LAST, prompt="bad", seed=-1, label="fan-bad"))
 
     state = await keyframes_batch(
-        pairs=pairs, options=GenerationOptions(resolution="480P"), credentials="fan-credentials", coordination="fan-coordination",
-        destination=f"s3://{bucket}/archive", storage_options=storage, poll=PollSchedule(**POLL), fan_out="keyframes-to-video/fan-out",
+        pairs=pairs,
+        options=GenerationOptions(resolution="480P"),
+        credentials="fan-credentials",
+        coordination="fan-coordination",
+        destination=f"s3://{bucket}/archive",
+        storage_options=storage,
+        poll=PollSchedule(**POLL),
+        fan_out="keyframes-to-video/fan-out",
         return_state=True,
     )
 
@@ -214,7 +233,9 @@ async def test_a_batch_fans_out_over_the_workers_of_a_pool(prefect_harness, emul
     assert emulator.counters().submissions_accepted == 6, emulator.counters()
     assert len(_valid_archives(bucket, storage, "archive")) == 6
     async with get_client() as client:
-        children = await client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[state.state_details.flow_run_id])))
+        children = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
     completed = {child.parameters["label"] for child in children if child.state_type == StateType.COMPLETED}
     assert completed == {f"fan-{i}" for i in range(6)}, [(child.name, child.state_name, child.state and child.state.message) for child in children]
     # Both workers took a share: each one's machine holds results of the runs it executed.
@@ -224,29 +245,42 @@ async def test_a_batch_fans_out_over_the_workers_of_a_pool(prefect_harness, emul
 def test_one_command_creates_the_account_limits(prefect_harness):
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     for running in (3, 4):  # creates, then updates
-        done = subprocess.run([sys.executable, "-m", "prefect_wan.cli", "limits", "wan-shared-account", "--running", str(running),
-                               "--submits-per-second", "1"], env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "prefect_wan.cli", "limits", "wan-shared-account", "--running", str(running), "--submits-per-second", "1"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
     from prefect.client.orchestration import get_client
 
     async def read():
         async with get_client() as client:
-            return (await client.read_global_concurrency_limit_by_name("wan-shared-account"),
-                    await client.read_global_concurrency_limit_by_name("wan-shared-account-submit"))
+            return (
+                await client.read_global_concurrency_limit_by_name("wan-shared-account"),
+                await client.read_global_concurrency_limit_by_name("wan-shared-account-submit"),
+            )
 
     concurrency, rate = asyncio.run(read())
     assert concurrency.limit == 4 and rate.limit == 1 and rate.slot_decay_per_second == 1.0
 
 
 async def test_a_run_on_container_infrastructure_with_local_state_is_warned(prefect_harness, emulator, tmp_path, monkeypatch, caplog):
-    import prefect_wan.flows.pipeline as pipeline
+    import prefect_wan.flows.setup as pipeline
 
     async def on_kubernetes():
         return "media-k8s", "kubernetes"
 
     monkeypatch.setattr(pipeline, "_work_pool_of_this_run", on_kubernetes)
-    state = await keyframes_batch(pairs=[KeyframePair(first_frame=FIRST, last_frame=LAST, seed=9990)], options=GenerationOptions(resolution="480P"),
-                                  credentials=emulator.credentials(), destination=str(tmp_path), poll=PollSchedule(**POLL), return_state=True)
+    state = await keyframes_batch(
+        pairs=[KeyframePair(first_frame=FIRST, last_frame=LAST, seed=9990)],
+        options=GenerationOptions(resolution="480P"),
+        credentials=emulator.credentials(),
+        destination=str(tmp_path),
+        poll=PollSchedule(**POLL),
+        return_state=True,
+    )
     assert state.is_completed()
     warning = next(r.getMessage() for r in caplog.records if "work pool 'media-k8s' (type kubernetes)" in r.getMessage())
     assert r"would pay for the same pairs again" in warning and "PREFECT_WAN_COORDINATION" in warning

@@ -17,16 +17,16 @@ import fsspec
 import pytest
 from PIL import Image
 from prefect.client.orchestration import get_client
-from prefect.settings import PREFECT_API_URL
 
 from prefect_wan.archive.destination import ArchiveDestination, ArchiveDestinationError
-from prefect_wan.archive.store import archive_stem, find_archived, sweep_partials
+from prefect_wan.archive.store import archive_stem, find_archived
 from prefect_wan.client import KeyframeVideoRequest
 from prefect_wan.client.errors import PreflightError, VideoMissingError
 from prefect_wan.client.regions import Region
 from prefect_wan.flows import BatchFailedError, KeyframePair, keyframes_batch, keyframes_to_video
 from prefect_wan.flows.manifest import ManifestError, load_manifest
 from prefect_wan.flows.reporting import FAILED_EVENT
+from prefect_wan.ledger.atomic import sweep_partials
 from tests.helpers import make_image
 from tests.test_flows import FIRST, LAST, POLL, events_named, generate, options, read_artifacts
 from tests.test_preflight import one, refused
@@ -70,10 +70,13 @@ async def test_the_pair_flow_refuses_an_empty_first_frame_before_sending(prefect
 # --- manifests -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("suffix,text", [
-    ("yaml", "pairs:\n  - {first_frame: a.png, last_frame: b.png}\n  - {first_frame: a.png, last_frame: b.png, resolutoin: 1080P}\n"),
-    ("csv", "first_frame,last_frame,resolutoin\na.png,b.png,1080P\na.png,b.png,720P\n"),
-])
+@pytest.mark.parametrize(
+    "suffix,text",
+    [
+        ("yaml", "pairs:\n  - {first_frame: a.png, last_frame: b.png}\n  - {first_frame: a.png, last_frame: b.png, resolutoin: 1080P}\n"),
+        ("csv", "first_frame,last_frame,resolutoin\na.png,b.png,1080P\na.png,b.png,720P\n"),
+    ],
+)
 def test_a_misspelled_manifest_field_is_refused_with_a_suggestion(tmp_path, suffix, text):
     manifest = tmp_path / f"m.{suffix}"
     manifest.write_text(text)
@@ -120,8 +123,9 @@ async def test_videos_are_never_reused_across_endpoints(prefect_harness, emulato
     mine = await generate(emulator, 501, str(tmp_path))
     assert mine.record.endpoint == emulator.credentials().endpoint
     with run_emulator(pending_seconds=0.05, running_seconds=0.2, submit_rps=1000.0) as other:
-        theirs = await keyframes_to_video(FIRST, LAST, prompt="sunrise to noon", options=options(501), credentials=other.credentials(),
-                                          destination=str(tmp_path), poll=POLL)
+        theirs = await keyframes_to_video(
+            FIRST, LAST, prompt="sunrise to noon", options=options(501), credentials=other.credentials(), destination=str(tmp_path), poll=POLL
+        )
         assert not theirs.reused and other.counters().submissions_accepted == 1
     assert theirs.fingerprint == mine.fingerprint and theirs.video_url != mine.video_url
     assert Path(mine.record.video.path).exists() and Path(theirs.record.video.path).exists()
@@ -145,7 +149,7 @@ def _killed_while_publishing(destination: str) -> None:
     script = textwrap.dedent(f"""
         import os, signal, uuid
         from prefect_wan.archive.destination import ArchiveDestination
-        from prefect_wan.archive import store
+        from prefect_wan.ledger import atomic as store
         fs, root = ArchiveDestination(url={destination!r}).ensure_root()
         def write(partial):
             fs.pipe_file(partial, b"x" * 1000)
@@ -167,7 +171,7 @@ def test_partials_left_by_a_killed_publish_are_swept(tmp_path):
 
 def test_a_live_writers_partial_is_left_alone(tmp_path):
     fs, root = ArchiveDestination(url=str(tmp_path)).ensure_root()
-    from prefect_wan.archive.store import _partial_name
+    from prefect_wan.ledger.atomic import _partial_name
 
     live = _partial_name(f"{root}/video.mp4")  # this process: alive
     fs.pipe_file(live, b"x")
@@ -201,8 +205,9 @@ async def test_odd_usage_never_loses_the_video(prefect_harness, emulator, tmp_pa
 async def _failing_batch(emulator, tmp_path, seed: int):
     emulator.inject(op="task", action="fail", code="DataInspectionFailed", message="Output data may contain inappropriate content.")
     pairs = [KeyframePair(first_frame=FIRST, last_frame=LAST, prompt="p", seed=seed + i, label=f"edge{i}") for i in range(3)]
-    state = await keyframes_batch(pairs=pairs, options=options(None), credentials=emulator.credentials(), destination=str(tmp_path),
-                                  poll=POLL, return_state=True)
+    state = await keyframes_batch(
+        pairs=pairs, options=options(None), credentials=emulator.credentials(), destination=str(tmp_path), poll=POLL, return_state=True
+    )
     with pytest.raises(BatchFailedError):
         await state.aresult()
     failed_task = next(t for t, task in emulator.state.tasks.items() if task.status.value == "FAILED")
@@ -225,10 +230,15 @@ async def test_the_run_graph_links_each_pair_only_to_itself(prefect_harness, emu
     task_runs: list = []
     async with get_client() as client:
         for _ in range(100):  # task runs reach the server through its event pipeline, a little later
-            response = await client._client.post("/task_runs/filter", json={
-                "flow_runs": {"id": {"any_": [str(state.state_details.flow_run_id)]}}, "limit": 200, "offset": 0,
-                "sort": "EXPECTED_START_TIME_DESC",
-            })
+            response = await client._client.post(
+                "/task_runs/filter",
+                json={
+                    "flow_runs": {"id": {"any_": [str(state.state_details.flow_run_id)]}},
+                    "limit": 200,
+                    "offset": 0,
+                    "sort": "EXPECTED_START_TIME_DESC",
+                },
+            )
             task_runs = response.json()
             if len(task_runs) >= 8:
                 break
@@ -238,7 +248,10 @@ async def test_the_run_graph_links_each_pair_only_to_itself(prefect_harness, emu
     edges = 0
     for task_run in task_runs:
         upstream = [i["id"] for inputs in task_run["task_inputs"].values() for i in inputs if i.get("input_type") == "task_run"]
-        assert all(label_of[u] == label_of[task_run["id"]] for u in upstream), (task_run["name"], {k: [label_of.get(i.get("id")) for i in v] for k, v in task_run["task_inputs"].items() if v})
+        assert all(label_of[u] == label_of[task_run["id"]] for u in upstream), (
+            task_run["name"],
+            {k: [label_of.get(i.get("id")) for i in v] for k, v in task_run["task_inputs"].items() if v},
+        )
         edges += len(upstream)
     assert edges == 2 * 2 + 1  # submit -> poll -> archive for the two good pairs, submit -> poll for the failed one
 
@@ -248,8 +261,16 @@ async def test_the_run_graph_links_each_pair_only_to_itself(prefect_harness, emu
 
 def _cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update({"DASHSCOPE_API_KEY": "sk-test", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent",
-                "AWS_EC2_METADATA_DISABLED": "true", "PREFECT_API_URL": "http://127.0.0.1:9/api", **(env_extra or {})})
+    env.update(
+        {
+            "DASHSCOPE_API_KEY": "sk-test",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+            "AWS_CONFIG_FILE": "/nonexistent",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "PREFECT_API_URL": "http://127.0.0.1:9/api",
+            **(env_extra or {}),
+        }
+    )
     return subprocess.run([sys.executable, "-m", "prefect_wan.cli", *args], env=env, capture_output=True, text=True, timeout=120)
 
 

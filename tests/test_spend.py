@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -98,15 +96,15 @@ async def test_plan_flags_unconfirmed_prices_refusals_and_live_tasks(prefect_har
     assert emulator.counters().api_requests == 0
 
     # A live submission recorded for a pair is reused, and costs nothing.
-    submitted = await keyframes_to_video(FIRST, LAST, prompt="c", options=GenerationOptions(seed=7202), credentials=credentials,
-                                         destination=str(tmp_path / "elsewhere"), poll=POLL)
+    submitted = await keyframes_to_video(
+        FIRST, LAST, prompt="c", options=GenerationOptions(seed=7202), credentials=credentials, destination=str(tmp_path / "elsewhere"), poll=POLL
+    )
     again = await plan_pairs([todo[2]], GenerationOptions(), credentials, ArchiveDestination.coerce(str(tmp_path)))
     assert again.pairs[0].action is PlannedAction.REUSE and again.pairs[0].task_id == submitted.task_id
 
 
 async def test_max_cost_submits_what_it_covers_and_reports_the_rest(prefect_harness, emulator, tmp_path):
-    common = dict(pairs=pairs(10, seed=7300), options=GenerationOptions(**PRICED), credentials=emulator.credentials(),
-                  destination=str(tmp_path), poll=POLL)
+    common = dict(pairs=pairs(10, seed=7300), options=GenerationOptions(**PRICED), credentials=emulator.credentials(), destination=str(tmp_path), poll=POLL)
 
     state = await keyframes_batch(**common, max_cost="2 USD", return_state=True)
 
@@ -133,18 +131,35 @@ async def test_max_cost_submits_what_it_covers_and_reports_the_rest(prefect_harn
 
 async def test_a_pair_over_budget_is_not_sent(prefect_harness, emulator, tmp_path):
     with pytest.raises(SkippedForBudgetError, match="past max_cost 0.4 USD"):
-        await keyframes_to_video(FIRST, LAST, prompt="x", options=GenerationOptions(**PRICED, seed=7401), credentials=emulator.credentials(),
-                                 destination=str(tmp_path), poll=POLL, max_cost="0.4 USD")
+        await keyframes_to_video(
+            FIRST,
+            LAST,
+            prompt="x",
+            options=GenerationOptions(**PRICED, seed=7401),
+            credentials=emulator.credentials(),
+            destination=str(tmp_path),
+            poll=POLL,
+            max_cost="0.4 USD",
+        )
     with pytest.raises(PreflightError, match="max_cost='lots'"):
-        await keyframes_to_video(FIRST, LAST, options=GenerationOptions(**PRICED), credentials=emulator.credentials(),
-                                 destination=str(tmp_path), max_cost="lots")
+        await keyframes_to_video(
+            FIRST, LAST, options=GenerationOptions(**PRICED), credentials=emulator.credentials(), destination=str(tmp_path), max_cost="lots"
+        )
     assert emulator.counters().submissions_accepted == 0
 
 
 async def test_a_storyboard_the_budget_cannot_cover_is_refused_whole(prefect_harness, emulator, tmp_path):
     with pytest.raises(SkippedForBudgetError, match="1 of its 2 transitions are not covered"):
-        await keyframes_storyboard([FIRST, LAST, FIRST], prompts="x", options=GenerationOptions(**PRICED, seed=7501), label="tight",
-                                   credentials=emulator.credentials(), destination=str(tmp_path), poll=POLL, max_cost="0.6 USD")
+        await keyframes_storyboard(
+            [FIRST, LAST, FIRST],
+            prompts="x",
+            options=GenerationOptions(**PRICED, seed=7501),
+            label="tight",
+            credentials=emulator.credentials(),
+            destination=str(tmp_path),
+            poll=POLL,
+            max_cost="0.6 USD",
+        )
     assert emulator.counters().api_requests == 0
 
 
@@ -154,8 +169,23 @@ def test_the_plan_command_prints_the_table_and_json(prefect_harness, emulator, t
     manifest = tmp_path / "m.yaml"
     manifest.write_text(yaml.safe_dump({"pairs": [p.model_dump(exclude_none=True) for p in pairs(3, seed=7600)]}))
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "COLUMNS": "200"}
-    base = [sys.executable, "-m", "prefect_wan.cli", "plan", str(manifest), "--region", "singapore", "--base-url", emulator.base_url,
-            "--model", PRICED["model"], "--resolution", PRICED["resolution"], "--dest", str(tmp_path / "out")]
+    base = [
+        sys.executable,
+        "-m",
+        "prefect_wan.cli",
+        "plan",
+        str(manifest),
+        "--region",
+        "singapore",
+        "--base-url",
+        emulator.base_url,
+        "--model",
+        PRICED["model"],
+        "--resolution",
+        PRICED["resolution"],
+        "--dest",
+        str(tmp_path / "out"),
+    ]
     table = subprocess.run(base + ["--max-cost", "1 USD"], env=env, capture_output=True, text=True, timeout=120)
     assert table.returncode == 0, table.stderr[-2000:]
     assert "3 pairs: 2 to submit, 1 over budget; estimated cost 1 USD; max_cost 1 USD" in " ".join(table.stdout.split())
@@ -168,11 +198,12 @@ def test_the_plan_command_prints_the_table_and_json(prefect_harness, emulator, t
 
 async def test_a_daily_budget_holds_across_runs(prefect_harness, emulator, tmp_path):
     from prefect_wan.blocks import WanCoordination
-    from prefect_wan.spend.account import DailyBudget
+    from prefect_wan.spend.daily import DailyBudget
 
     coordination = WanCoordination(submissions_url=str(tmp_path / "shared"), daily_budget="1 USD")
-    common = dict(options=GenerationOptions(**PRICED), credentials=emulator.credentials(), destination=str(tmp_path / "archive"),
-                  poll=POLL, coordination=coordination)
+    common = dict(
+        options=GenerationOptions(**PRICED), credentials=emulator.credentials(), destination=str(tmp_path / "archive"), poll=POLL, coordination=coordination
+    )
 
     first = await keyframes_batch(pairs=pairs(2, seed=7700), **common)
     second = await keyframes_batch(pairs=pairs(2, seed=7710), **common)

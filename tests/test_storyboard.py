@@ -43,8 +43,14 @@ async def test_five_keyframes_four_transitions_one_video(prefect_harness, emulat
     frames_dir = tmp_path / "frames"
     frames_dir.mkdir()
     keys = keyframes(frames_dir, 5)
-    kwargs = dict(prompts="a slow dissolve", options=GenerationOptions(resolution="480P", seed=801), label="five",
-                  credentials=emulator.credentials(), destination=str(tmp_path / "archive"), poll=POLL)
+    kwargs = dict(
+        prompts="a slow dissolve",
+        options=GenerationOptions(resolution="480P", seed=801),
+        label="five",
+        credentials=emulator.credentials(),
+        destination=str(tmp_path / "archive"),
+        poll=POLL,
+    )
     board = await keyframes_storyboard(keys, **kwargs)
     assert emulator.counters().submissions_accepted == 4
     record = board.record
@@ -61,7 +67,9 @@ async def test_five_keyframes_four_transitions_one_video(prefect_harness, emulat
     assert events_named(asserting_events_worker, STORYBOARD_EVENT)[-1].payload["video_url"] == board.video_url
     poster = Image.open(record.poster.path)
     assert poster.format == "PNG" and poster.height == 180
-    thumbs = [poster.convert("RGB").crop((i * (poster.width + 4) // 5, 0, i * (poster.width + 4) // 5 + 40, 180)).resize((1, 1)).getpixel((0, 0)) for i in range(5)]
+    thumbs = [
+        poster.convert("RGB").crop((i * (poster.width + 4) // 5, 0, i * (poster.width + 4) // 5 + 40, 180)).resize((1, 1)).getpixel((0, 0)) for i in range(5)
+    ]
     assert thumbs[0][0] > 150 and thumbs[1][1] > 150 and thumbs[2][2] > 150  # each segment starts on its keyframe
     markdown = (await read_artifacts())["wan-storyboard-five"].data
     assert "joined by remux" in markdown and "five-04" in markdown and record.poster.url in markdown  # linked: not http(s)
@@ -78,16 +86,23 @@ async def test_five_keyframes_four_transitions_one_video(prefect_harness, emulat
 async def test_keyframes_of_other_shapes_are_refused_before_paying(prefect_harness, emulator, tmp_path):
     keys = keyframes(tmp_path, 2) + keyframes(tmp_path, 1, size=(640, 360), start=2) + keyframes(tmp_path, 1, start=3)
     with pytest.raises(PreflightError) as info:
-        await keyframes_storyboard(keys, options=GenerationOptions(resolution="480P"), credentials=emulator.credentials(),
-                                   destination=str(tmp_path / "archive"), poll=POLL)
+        await keyframes_storyboard(
+            keys, options=GenerationOptions(resolution="480P"), credentials=emulator.credentials(), destination=str(tmp_path / "archive"), poll=POLL
+        )
     assert info.value.fields == ["keyframes[2]"] and "k2.png" in str(info.value) and "fit='pad'" in str(info.value)
     assert emulator.counters().submissions_accepted == 0
 
 
 async def test_a_fit_stitches_transitions_of_other_sizes(prefect_harness, emulator, tmp_path):
     keys = keyframes(tmp_path, 2) + keyframes(tmp_path, 1, size=(640, 360), start=2) + keyframes(tmp_path, 1, start=3)
-    board = await keyframes_storyboard(keys, options=GenerationOptions(resolution="480P", seed=802), fit="pad",
-                                       credentials=emulator.credentials(), destination=str(tmp_path / "archive"), poll=POLL)
+    board = await keyframes_storyboard(
+        keys,
+        options=GenerationOptions(resolution="480P", seed=802),
+        fit="pad",
+        credentials=emulator.credentials(),
+        destination=str(tmp_path / "archive"),
+        poll=POLL,
+    )
     assert board.record.stitch.method == "reencode" and board.record.stitch.fit == "pad"
     first = board.record.segments[0]
     assert (board.record.probe.width, board.record.probe.height) != (0, 0) and first.seconds == 5
@@ -95,8 +110,14 @@ async def test_a_fit_stitches_transitions_of_other_sizes(prefect_harness, emulat
 
 async def test_a_wan27_storyboard_keeps_its_sound(prefect_harness, emulator, tmp_path):
     keys = keyframes(tmp_path, 3)
-    board = await keyframes_storyboard(keys, prompts=["rise", "fall"], options=GenerationOptions(model="wan2.7-i2v", resolution="720P", duration=2, seed=803),
-                                       credentials=emulator.credentials(), destination=str(tmp_path / "archive"), poll=POLL)
+    board = await keyframes_storyboard(
+        keys,
+        prompts=["rise", "fall"],
+        options=GenerationOptions(model="wan2.7-i2v", resolution="720P", duration=2, seed=803),
+        credentials=emulator.credentials(),
+        destination=str(tmp_path / "archive"),
+        poll=POLL,
+    )
     frames, seconds, sound = frames_and_sound(board.record.video.path)
     assert frames == 2 * 60 - 1 and abs(sound - frames / 30) < 0.06
     total = board.record.total_cost  # 2 segments x 2 s x the derived 0.10 USD/s, flagged unconfirmed
@@ -107,8 +128,15 @@ async def test_storyboard_runs_are_named_after_their_label(prefect_harness, emul
     from prefect.client.orchestration import get_client
 
     keys = keyframes(tmp_path, 2)
-    state = await keyframes_storyboard(keys, label="named", options=GenerationOptions(resolution="480P", seed=804), credentials=emulator.credentials(),
-                                       destination=str(tmp_path / "archive"), poll=POLL, return_state=True)
+    state = await keyframes_storyboard(
+        keys,
+        label="named",
+        options=GenerationOptions(resolution="480P", seed=804),
+        credentials=emulator.credentials(),
+        destination=str(tmp_path / "archive"),
+        poll=POLL,
+        return_state=True,
+    )
     async with get_client() as client:
         assert (await client.read_flow_run(state.state_details.flow_run_id)).name == "wan-storyboard-named"
 

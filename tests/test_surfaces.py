@@ -24,8 +24,10 @@ EXAMPLES = ROOT / "prefect_wan" / "examples"
 
 @pytest.mark.parametrize("suffix", ["csv", "json", "yaml"])
 def test_manifest_formats_resolve_relative_paths(tmp_path, suffix):
-    rows = [{"first_frame": "frames/a.png", "last_frame": "/abs/b.png", "prompt": "p", "label": "one", "seed": "7"},
-            {"first_frame": "s3://bucket/c.png", "last_frame": "d.png", "prompt": "q", "label": "", "seed": ""}]
+    rows = [
+        {"first_frame": "frames/a.png", "last_frame": "/abs/b.png", "prompt": "p", "label": "one", "seed": "7"},
+        {"first_frame": "s3://bucket/c.png", "last_frame": "d.png", "prompt": "q", "label": "", "seed": ""},
+    ]
     path = tmp_path / f"m.{suffix}"
     if suffix == "csv":
         path.write_text("first_frame,last_frame,prompt,label,seed\n" + "\n".join(",".join(r.values()) for r in rows) + "\n")
@@ -77,7 +79,9 @@ def test_prefect_yaml_deployments_match_their_flows():
             CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
         names.append((deployment["name"], flow.name))
     assert names == [
-        ("nightly-keyframes", "keyframes-batch"), ("keyframes-pair", "keyframes-to-video"), ("storyboard-published", "storyboard-published"),
+        ("nightly-keyframes", "keyframes-batch"),
+        ("keyframes-pair", "keyframes-to-video"),
+        ("storyboard-published", "storyboard-published"),
     ]
 
 

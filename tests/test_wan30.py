@@ -43,16 +43,19 @@ async def test_a_model_outside_its_regions_is_refused_before_sending():
     assert "offered in beijing, singapore" in one(error, "model").rule
 
 
-@pytest.mark.parametrize("changes,field,words", [
-    ({"model": "wan3.0-video", "ratio": "2:1"}, "ratio", "adaptive, 16:9"),
-    ({"ratio": "16:9"}, "ratio", "takes no ratio"),
-    ({"audio": False}, "audio", "makes silent videos"),
-    ({"model": "wan2.7-i2v", "audio": False}, "audio", "always has an audio track"),
-    ({"model": "wan3.0-video", "duration": 31}, "duration", "2 to 30 s, or -1"),
-    ({"model": "wan2.7-i2v", "duration": -1}, "duration", "2 to 15 s"),
-    ({"model": "wan3.0-video", "negative_prompt": "blur"}, "negative_prompt", "no negative prompt"),
-    ({"model": "wan3.0-video-prime", "prompt": "p" * 20_001}, "prompt", "the limit is 20000"),
-])
+@pytest.mark.parametrize(
+    "changes,field,words",
+    [
+        ({"model": "wan3.0-video", "ratio": "2:1"}, "ratio", "adaptive, 16:9"),
+        ({"ratio": "16:9"}, "ratio", "takes no ratio"),
+        ({"audio": False}, "audio", "makes silent videos"),
+        ({"model": "wan2.7-i2v", "audio": False}, "audio", "always has an audio track"),
+        ({"model": "wan3.0-video", "duration": 31}, "duration", "2 to 30 s, or -1"),
+        ({"model": "wan2.7-i2v", "duration": -1}, "duration", "2 to 15 s"),
+        ({"model": "wan3.0-video", "negative_prompt": "blur"}, "negative_prompt", "no negative prompt"),
+        ({"model": "wan3.0-video-prime", "prompt": "p" * 20_001}, "prompt", "the limit is 20000"),
+    ],
+)
 def test_wan30_parameter_rules(changes, field, words):
     with pytest.raises(PreflightError) as info:
         check_request(KeyframeVideoRequest(first_frame=FIRST, last_frame=LAST, **changes), "singapore")
@@ -88,24 +91,25 @@ async def test_a_wan30_pair_in_frankfurt_through_a_workspace_host(prefect_harnes
     credentials = frankfurt.workspace_credentials("ws-fra")
     assert credentials.effective_base_url == "https://ws-fra.eu-central-1.maas.aliyuncs.com"
     options = GenerationOptions(model="wan3.0-video", resolution="480P", duration=3, seed=701)
-    video = await keyframes_to_video(FIRST, LAST, prompt="dawn to dusk", options=options, credentials=credentials,
-                                     destination=str(tmp_path), poll=POLL)
+    video = await keyframes_to_video(FIRST, LAST, prompt="dawn to dusk", options=options, credentials=credentials, destination=str(tmp_path), poll=POLL)
     found = probe(Path(video.record.video.path).read_bytes())
     assert found["audio"] and abs(found["seconds"] - 3) < 0.2
     cost = video.record.cost
     price = MODELS["wan3.0-video"].price(Region.FRANKFURT, "480P")
     assert cost.billed_seconds == 3.0 and cost.amount == pytest.approx(3 * price.amount) and cost.currency == "CNY"
     assert video.record.usage["fps"] == 30 and video.record.endpoint == credentials.endpoint
-    silent = await keyframes_to_video(FIRST, LAST, prompt="dawn to dusk", options=options.model_copy(update={"audio": False}),
-                                      credentials=credentials, destination=str(tmp_path), poll=POLL)
+    silent = await keyframes_to_video(
+        FIRST, LAST, prompt="dawn to dusk", options=options.model_copy(update={"audio": False}), credentials=credentials, destination=str(tmp_path), poll=POLL
+    )
     assert not probe(Path(silent.record.video.path).read_bytes())["audio"]
     assert frankfurt.counters().submissions_accepted == 2
 
 
 async def test_smart_duration_and_fixed_ratio(prefect_harness, frankfurt, tmp_path):
     options = GenerationOptions(model="wan3.0-video", resolution="480P", duration=-1, ratio="1:1", seed=702)
-    video = await keyframes_to_video(FIRST, LAST, prompt="grow", options=options, credentials=frankfurt.workspace_credentials(),
-                                     destination=str(tmp_path), poll=POLL)
+    video = await keyframes_to_video(
+        FIRST, LAST, prompt="grow", options=options, credentials=frankfurt.workspace_credentials(), destination=str(tmp_path), poll=POLL
+    )
     chosen = video.record.usage["duration"]
     assert 2 <= chosen <= 30 and abs(video.record.probe.duration_seconds - chosen) < 0.2
     assert video.record.probe.width == video.record.probe.height and video.record.usage["ratio"] == "1:1"
@@ -114,14 +118,22 @@ async def test_smart_duration_and_fixed_ratio(prefect_harness, frankfurt, tmp_pa
 
 async def test_frames_with_reference_media_fail_asynchronously(frankfurt):
     async with frankfurt.workspace_credentials().get_client() as client:
-        frame = (await client.upload_file(Path(FIRST).read_bytes(), filename="f.png", model="wan3.0-video"))
-        body = CreateTaskBody(model="wan3.0-video", input=TaskInput(prompt="x", media=[
-            MediaItem(type="first_frame", url=frame), MediaItem(type="reference_image", url=frame),
-        ]), parameters=TaskParameters(resolution="480P"))
+        frame = await client.upload_file(Path(FIRST).read_bytes(), filename="f.png", model="wan3.0-video")
+        body = CreateTaskBody(
+            model="wan3.0-video",
+            input=TaskInput(
+                prompt="x",
+                media=[
+                    MediaItem(type="first_frame", url=frame),
+                    MediaItem(type="reference_image", url=frame),
+                ],
+            ),
+            parameters=TaskParameters(resolution="480P"),
+        )
         created = await client.create_task(body, oss_resolve=True)
         assert created.output.task_status is TaskStatus.PENDING
-        from prefect_wan.client.polling import wait_for_task
         from prefect_wan.client.errors import TaskFailedError
+        from prefect_wan.client.polling import wait_for_task
 
         with pytest.raises(TaskFailedError, match="mutually exclusive"):
             await wait_for_task(client, created.output.task_id, POLL)

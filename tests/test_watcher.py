@@ -15,8 +15,9 @@ from prefect_wan.client.wire import TaskStatus
 from tests.test_flows import FIRST, LAST
 
 MODEL = "wan2.2-kf2v-flash"
-QUICK = PollSchedule(initial_delay=0.01, interval=0.2, due_interval=0.05, max_interval=0.4, sweep_interval=2.0,
-                     expected_generation=0.3, jitter=0.1, deadline=60)
+QUICK = PollSchedule(
+    initial_delay=0.01, interval=0.2, due_interval=0.05, max_interval=0.4, sweep_interval=2.0, expected_generation=0.3, jitter=0.1, deadline=60
+)
 
 
 async def submit_many(emulator, count: int) -> list[str]:

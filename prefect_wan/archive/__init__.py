@@ -5,6 +5,15 @@ from prefect_wan.archive.record import ArchiveRecord, CostEstimate, RequestRecor
 from prefect_wan.archive.store import archive_stem, find_archived, sidecar_name, video_name
 
 __all__ = [
-    "DEFAULT_DESTINATION", "ArchiveDestination", "ArchiveDestinationError", "ArchiveRecord", "CostEstimate", "RequestRecord", "VideoProbe",
-    "archive_stem", "find_archived", "sidecar_name", "video_name",
+    "DEFAULT_DESTINATION",
+    "ArchiveDestination",
+    "ArchiveDestinationError",
+    "ArchiveRecord",
+    "CostEstimate",
+    "RequestRecord",
+    "VideoProbe",
+    "archive_stem",
+    "find_archived",
+    "sidecar_name",
+    "video_name",
 ]

@@ -11,11 +11,9 @@ from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict, Field
 
+from prefect_wan.archive.errors import ArchiveDestinationError
+
 DEFAULT_DESTINATION = "./wan-archive"
-
-
-class ArchiveDestinationError(OSError):
-    """The archive cannot be written; found before anything is paid for."""
 
 
 class ArchiveDestination(BaseModel):
@@ -24,12 +22,10 @@ class ArchiveDestination(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     url: str = Field(default=DEFAULT_DESTINATION, description="fsspec URL or local path of the archive root.")
-    storage_options: dict[str, Any] = Field(
-        default_factory=dict, description="fsspec options (e.g. s3fs key/secret/client_kwargs)."
-    )
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (e.g. s3fs key/secret/client_kwargs).")
 
     @classmethod
-    def coerce(cls, value: Union["ArchiveDestination", str, Any, None], storage_options: dict[str, Any] | None = None) -> "ArchiveDestination":
+    def coerce(cls, value: Union[ArchiveDestination, str, Any, None], storage_options: dict[str, Any] | None = None) -> ArchiveDestination:
         """Accept a destination, a URL string, or a Prefect filesystem block."""
         if value is None:
             return cls(storage_options=storage_options or {})
@@ -96,8 +92,10 @@ def explain_storage_error(error: BaseException) -> str:
     name = type(error).__name__
     text = str(error).splitlines()[0] if str(error) else name
     if name in ("NoCredentialsError", "PartialCredentialsError") or "Unable to locate credentials" in text:
-        return ("no storage credentials were found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile, "
-                "use an instance role, or pass storage_options (key, secret) or a filesystem block")
+        return (
+            "no storage credentials were found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile, "
+            "use an instance role, or pass storage_options (key, secret) or a filesystem block"
+        )
     if isinstance(error, NotADirectoryError) or "Not a directory" in text:
         return "part of that path is a regular file, not a directory"
     if isinstance(error, PermissionError):

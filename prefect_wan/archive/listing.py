@@ -8,7 +8,8 @@ from typing import Optional
 
 from pydantic import BaseModel, Field, ValidationError
 
-from prefect_wan.archive.destination import ArchiveDestination, ArchiveDestinationError
+from prefect_wan.archive.destination import ArchiveDestination
+from prefect_wan.archive.errors import ArchiveDestinationError
 from prefect_wan.archive.record import ArchiveRecord, CostEstimate, StoryboardRecord
 
 PROMPT_EXCERPT = 60
@@ -66,7 +67,9 @@ def list_archive(destination: ArchiveDestination) -> tuple[list[ArchiveEntry], l
         try:
             entries.append(_entry(document, fs.unstrip_protocol(name)))
         except ValidationError as error:
-            unreadable.append(UnreadableSidecar(path=fs.unstrip_protocol(name), reason=f"not a prefect-wan sidecar this version reads: {error.error_count()} problem(s)"))
+            unreadable.append(
+                UnreadableSidecar(path=fs.unstrip_protocol(name), reason=f"not a prefect-wan sidecar this version reads: {error.error_count()} problem(s)")
+            )
     return sorted(entries, key=lambda e: e.archived_at), unreadable
 
 
@@ -74,14 +77,32 @@ def _entry(document: dict, sidecar_url: str) -> ArchiveEntry:
     if document.get("kind") == "storyboard":
         board = StoryboardRecord.model_validate(document)
         return ArchiveEntry(
-            kind="storyboard", label=board.label, model=None,
-            width=board.probe.width, height=board.probe.height, seconds=board.probe.duration_seconds, bytes=board.video.bytes,
-            cost=board.total_cost, archived_at=board.archived_at, prompt=f"{len(board.segments)} transitions",
-            video_url=board.video.url, sidecar_url=sidecar_url,
+            kind="storyboard",
+            label=board.label,
+            model=None,
+            width=board.probe.width,
+            height=board.probe.height,
+            seconds=board.probe.duration_seconds,
+            bytes=board.video.bytes,
+            cost=board.total_cost,
+            archived_at=board.archived_at,
+            prompt=f"{len(board.segments)} transitions",
+            video_url=board.video.url,
+            sidecar_url=sidecar_url,
         )
     record = ArchiveRecord.model_validate(document)
     return ArchiveEntry(
-        kind="video", label=record.label, model=record.request.model, width=record.probe.width, height=record.probe.height,
-        seconds=record.probe.duration_seconds, bytes=record.video.bytes, cost=record.cost, archived_at=record.archived_at,
-        prompt=record.request.prompt, video_url=record.video.url, sidecar_url=sidecar_url, task_id=record.task_id,
+        kind="video",
+        label=record.label,
+        model=record.request.model,
+        width=record.probe.width,
+        height=record.probe.height,
+        seconds=record.probe.duration_seconds,
+        bytes=record.video.bytes,
+        cost=record.cost,
+        archived_at=record.archived_at,
+        prompt=record.request.prompt,
+        video_url=record.video.url,
+        sidecar_url=sidecar_url,
+        task_id=record.task_id,
     )

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import av
 
+from prefect_wan.archive.errors import CorruptVideoError
 from prefect_wan.archive.record import VideoProbe
-from prefect_wan.client.errors import CorruptVideoError
 
 
 def probe_video(path: Path) -> VideoProbe:

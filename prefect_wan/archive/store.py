@@ -11,10 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Optional, TypeVar
 from urllib.parse import urlsplit
@@ -22,12 +19,12 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from prefect_wan.archive.destination import ArchiveDestination, ArchiveDestinationError
+from prefect_wan.archive.destination import ArchiveDestination
+from prefect_wan.archive.errors import ArchiveDestinationError, VideoDownloadError, VideoUrlExpiredError
 from prefect_wan.archive.record import ArchivedFile, ArchiveRecord
-from prefect_wan.client.errors import VideoDownloadError, VideoUrlExpiredError
 from prefect_wan.client.images import redact_url
 from prefect_wan.client.regions import is_public_endpoint
-from prefect_wan.liveness import host_tag, process_alive
+from prefect_wan.ledger.atomic import replace_atomically
 
 CHUNK = 1 << 20
 
@@ -39,8 +36,6 @@ class Download:
     sha256: str
 
 
-# A partial object older than this is abandoned wherever its writer ran.
-PARTIAL_MAX_AGE = timedelta(hours=1)
 _LOOPBACK = ("127.", "localhost", "[::1]", "0.0.0.0")
 
 
@@ -92,48 +87,6 @@ async def download_video(url: str, into: Path, *, http: httpx.AsyncClient) -> Do
     return Download(into, size, digest.hexdigest())
 
 
-def _partial_name(final: str) -> str:
-    # Who wrote it, so a later run can tell an abandoned partial from one being written.
-    return f"{final}.partial-{host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-
-
-def _abandoned(fs, path: str) -> bool:
-    try:
-        host, pid, _ = path.rsplit(".partial-", 1)[1].split("-", 2)
-        if host == host_tag() and not process_alive(int(pid), None):
-            return True
-    except ValueError:
-        pass  # an older name without its writer: judged by age alone
-    try:
-        modified = fs.modified(path)
-    except (NotImplementedError, FileNotFoundError, OSError):
-        return False
-    modified = modified if modified.tzinfo else modified.replace(tzinfo=timezone.utc)
-    return datetime.now(timezone.utc) - modified > PARTIAL_MAX_AGE
-
-
-def sweep_partials(fs, final: str) -> list[str]:
-    """Remove the partial objects beside ``final`` that a killed run left behind."""
-    removed = []
-    for path in fs.glob(f"{final}.partial-*"):
-        if _abandoned(fs, path):
-            fs.rm(path)
-            removed.append(path)
-    return removed
-
-
-def replace_atomically(fs, final: str, write: Callable[[str], None]) -> None:
-    """``write`` fills a unique partial object beside ``final``, which is then moved into place."""
-    sweep_partials(fs, final)
-    partial = _partial_name(final)
-    try:
-        write(partial)
-        fs.mv(partial, final)
-    finally:
-        if fs.exists(partial):
-            fs.rm(partial)
-
-
 Record = TypeVar("Record", bound=BaseModel)
 
 
@@ -142,7 +95,11 @@ def poster_name(stem: str) -> str:
 
 
 async def publish(
-    destination: ArchiveDestination, video: Download, record_for: Callable[[ArchivedFile], Record], *, stem: str,
+    destination: ArchiveDestination,
+    video: Download,
+    record_for: Callable[[ArchivedFile], Record],
+    *,
+    stem: str,
     poster: Optional[Path] = None,
 ) -> Record:
     """Put the verified video in place, then its poster (if any), then its sidecar built by
@@ -156,16 +113,21 @@ async def publish(
         if stored != video.bytes:
             fs.rm(video_path)
             raise VideoDownloadError(f"{video_path}: stored {stored} bytes, expected {video.bytes}")
-        record = record_for(
-            ArchivedFile(path=video_path, url=destination.public_url(video_path), bytes=stored, sha256=video.sha256)
-        )
+        record = record_for(ArchivedFile(path=video_path, url=destination.public_url(video_path), bytes=stored, sha256=video.sha256))
         if poster is not None:
             image = poster.read_bytes()
             poster_path = f"{root}/{poster_name(stem)}"
             replace_atomically(fs, poster_path, lambda partial: fs.pipe_file(partial, image))
-            record = record.model_copy(update={"poster": ArchivedFile(
-                path=poster_path, url=destination.public_url(poster_path), bytes=len(image), sha256=hashlib.sha256(image).hexdigest(),
-            )})
+            record = record.model_copy(
+                update={
+                    "poster": ArchivedFile(
+                        path=poster_path,
+                        url=destination.public_url(poster_path),
+                        bytes=len(image),
+                        sha256=hashlib.sha256(image).hexdigest(),
+                    )
+                }
+            )
         sidecar = record.model_dump_json(indent=2).encode()
         replace_atomically(fs, sidecar_path, lambda partial: fs.pipe_file(partial, sidecar))
         return record
@@ -187,7 +149,11 @@ def _reusable(record: Any, fingerprint: str, endpoint: str) -> bool:
 
 
 async def find_archived(
-    destination: ArchiveDestination, fingerprint: str, endpoint: str, *, verify_checksum: bool = False,
+    destination: ArchiveDestination,
+    fingerprint: str,
+    endpoint: str,
+    *,
+    verify_checksum: bool = False,
     record_type: type[Any] = ArchiveRecord,
 ) -> Optional[Any]:
     """The record of a complete, valid archive of this work made through ``endpoint``, or None.

@@ -15,11 +15,12 @@ from prefect.locking.protocol import LockManager
 from prefect.types import SecretDict
 from pydantic import Field, SecretStr, field_validator
 
-from prefect_wan.archive.destination import ArchiveDestination, ArchiveDestinationError
+from prefect_wan.archive.destination import ArchiveDestination
+from prefect_wan.archive.errors import ArchiveDestinationError
 from prefect_wan.client.errors import WanError
-from prefect_wan.tasks.caching import default_lock_manager
-from prefect_wan.tasks.journal import SubmissionJournal, default_journal_url
-from prefect_wan.tasks.locking import SUBMIT_LOCK_SECONDS
+from prefect_wan.ledger.journal import SubmissionJournal, default_journal_url
+from prefect_wan.ledger.locks import SUBMIT_LOCK_SECONDS, default_lock_manager
+from prefect_wan.spend.budget import Budget
 
 COORDINATION_ENV = "PREFECT_WAN_COORDINATION"
 REDIS_CHECK_TIMEOUT = 5.0
@@ -74,7 +75,8 @@ class WanCoordination(Block):
         "Empty: file locks under PREFECT_HOME, shared by the processes of one machine only.",
     )
     lock_hold_seconds: float = Field(
-        default=SUBMIT_LOCK_SECONDS, gt=0,
+        default=SUBMIT_LOCK_SECONDS,
+        gt=0,
         description="A submit lock expires after this long, so a holder killed mid-submit cannot wedge its pair.",
     )
     many_machines: bool = Field(
@@ -89,16 +91,12 @@ class WanCoordination(Block):
         description="Most the account may commit per UTC day, across runs and machines, with its currency ('200 CNY'). "
         "Kept beside the submission records; pairs past it are skipped for budget.",
     )
-    rate_limit: Optional[str] = Field(
-        default=None, description="Prefect rate limit (slot decay) taken before each submission (the account's submission rate)."
-    )
+    rate_limit: Optional[str] = Field(default=None, description="Prefect rate limit (slot decay) taken before each submission (the account's submission rate).")
 
     @field_validator("daily_budget")
     @classmethod
     def _daily_budget(cls, value: Optional[str]) -> Optional[str]:
         if value:
-            from prefect_wan.spend.budget import Budget
-
             Budget.coerce(value, field="daily_budget")
         return value or None
 
@@ -125,7 +123,7 @@ class WanCoordination(Block):
         """A new lock manager for one run (Redis clients belong to the event loop that uses them)."""
         if self.redis_url is None:
             return default_lock_manager()
-        from prefect_wan.tasks.redis_lock import BoundedRedisLockManager
+        from prefect_wan.ledger.redis_lock import BoundedRedisLockManager
 
         return BoundedRedisLockManager(connection_url=self.redis_url.get_secret_value(), hold_timeout=self.lock_hold_seconds)
 
@@ -166,9 +164,7 @@ class WanCoordination(Block):
         import redis
 
         assert self.redis_url is not None
-        client = redis.Redis.from_url(
-            self.redis_url.get_secret_value(), socket_connect_timeout=REDIS_CHECK_TIMEOUT, socket_timeout=REDIS_CHECK_TIMEOUT
-        )
+        client = redis.Redis.from_url(self.redis_url.get_secret_value(), socket_connect_timeout=REDIS_CHECK_TIMEOUT, socket_timeout=REDIS_CHECK_TIMEOUT)
         try:
             client.ping()
         except redis.RedisError as error:
@@ -188,7 +184,7 @@ class WanCoordination(Block):
             raise CoordinationError(f"{error}; nothing was submitted") from None
 
 
-async def resolve_coordination(coordination: "WanCoordination | str | None") -> WanCoordination:
+async def resolve_coordination(coordination: WanCoordination | str | None) -> WanCoordination:
     """A block, a saved block's name, or None: the block named by PREFECT_WAN_COORDINATION, else
     this machine's defaults."""
     if isinstance(coordination, WanCoordination):
@@ -200,4 +196,3 @@ async def resolve_coordination(coordination: "WanCoordination | str | None") -> 
         except ValueError as error:
             raise CoordinationError(f"no WanCoordination block named {name!r} ({error}); nothing was submitted") from None
     return WanCoordination()
-

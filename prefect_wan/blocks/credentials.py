@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from prefect_wan.client.client import DashScopeClient, normalize_base_url
 from prefect_wan.client.errors import MissingApiKeyError
 from prefect_wan.client.regions import Region, endpoint_identity, workspace_base_url
+from prefect_wan.ledger.keys import submission_key
 
 API_KEY_ENV = "DASHSCOPE_API_KEY"
 
@@ -79,12 +80,11 @@ class WanCredentials(CredentialsBlock):
         return None if value in (None, "") else normalize_base_url(value)
 
     @model_validator(mode="after")
-    def _reachable(self) -> "WanCredentials":
+    def _reachable(self) -> WanCredentials:
         region = Region(self.region)
         if self.base_url is None and not self.workspace and (self.workspace_host or region.classic_base_url is None):
             raise ValueError(
-                f"region {region.value} needs a workspace id to build its host "
-                f"({workspace_base_url(region, '<WorkspaceId>')}), or a full base_url"
+                f"region {region.value} needs a workspace id to build its host ({workspace_base_url(region, '<WorkspaceId>')}), or a full base_url"
             )
         return self
 
@@ -102,6 +102,10 @@ class WanCredentials(CredentialsBlock):
         """The host and workspace tasks and archives belong to (no secret)."""
         return endpoint_identity(self.effective_base_url, self.workspace)
 
+    def submission_key(self, fingerprint: str) -> str:
+        """The name of this work at this endpoint: its submit task's cache key and its submission record."""
+        return submission_key(fingerprint, region=self.region, base_url=self.effective_base_url, workspace=self.workspace)
+
     def resolved_api_key(self) -> SecretStr:
         """The block's key, else ``DASHSCOPE_API_KEY``; raises ``MissingApiKeyError``."""
         if self.api_key is not None and self.api_key.get_secret_value():
@@ -110,8 +114,7 @@ class WanCredentials(CredentialsBlock):
         if from_env:
             return SecretStr(from_env)
         raise MissingApiKeyError(
-            f"no DashScope API key: set api_key on the WanCredentials block or the {API_KEY_ENV} "
-            f"environment variable (a key of region {self.region})"
+            f"no DashScope API key: set api_key on the WanCredentials block or the {API_KEY_ENV} environment variable (a key of region {self.region})"
         )
 
     def get_client(self, **kwargs) -> DashScopeClient:

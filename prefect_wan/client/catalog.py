@@ -188,6 +188,7 @@ def _wan30_prices(mainland: tuple[float, float, float], singapore: tuple[float, 
             prices[(region, tier)] = Price(amount, _CNY, note=note)
     return prices
 
+
 _SPECS = [
     ModelSpec(
         name="wan2.2-kf2v-flash",
@@ -303,7 +304,5 @@ def catalog_table() -> str:
                 else:
                     flags = ("" if price.confirmed else " (derived, unconfirmed)") + (" ¹" if price.note else "")
                     prices.append(f"{tier}: {price.amount:g} {price.currency}{flags}")
-            lines.append(
-                f"| `{spec.name}` | {spec.family.name} | {region.value} | {', '.join(spec.resolutions)} | {'; '.join(prices)} | {spec.max_running} |"
-            )
+            lines.append(f"| `{spec.name}` | {spec.family.name} | {region.value} | {', '.join(spec.resolutions)} | {'; '.join(prices)} | {spec.max_running} |")
     return "\n".join(lines)

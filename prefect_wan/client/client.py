@@ -106,9 +106,7 @@ class CreateCall:
     oss_resolve: bool = False
 
 
-def submitted_task(
-    response: TaskResponse, prepared: PreparedRequest, *, region: Region, endpoint: str, submitted_at: datetime
-) -> SubmittedTask:
+def submitted_task(response: TaskResponse, prepared: PreparedRequest, *, region: Region, endpoint: str, submitted_at: datetime) -> SubmittedTask:
     return SubmittedTask(
         task_id=response.output.task_id,
         request_id=response.request_id,
@@ -169,7 +167,7 @@ class DashScopeClient:
         """The pooled HTTP client, without DashScope credentials (for downloads)."""
         return self._http
 
-    async def __aenter__(self) -> "DashScopeClient":
+    async def __aenter__(self) -> DashScopeClient:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -258,7 +256,9 @@ class DashScopeClient:
             # A success whose body we cannot read may still have created a task.
             raise SubmissionOutcomeUnknownError(
                 f"the create call was answered but the answer is unreadable ({exc.message})",
-                code="SubmissionOutcomeUnknown", sent_at=sent_at.isoformat(), model=body.model,
+                code="SubmissionOutcomeUnknown",
+                sent_at=sent_at.isoformat(),
+                model=body.model,
             ) from None
 
     async def get_task(self, task_id: str) -> TaskResponse:
@@ -319,9 +319,7 @@ class DashScopeClient:
             "x-oss-content-type": content_type,
         }
         try:
-            response = await self._http.post(
-                policy.upload_host, data=fields, files={"file": (filename, data, content_type)}
-            )
+            response = await self._http.post(policy.upload_host, data=fields, files={"file": (filename, data, content_type)})
         except httpx.HTTPError as exc:
             raise NetworkError(f"upload to {urlsplit(policy.upload_host).hostname} failed: {type(exc).__name__}", code="UploadFailed") from None
         if response.status_code != 200:
@@ -376,8 +374,11 @@ class DashScopeClient:
             raise SubmissionOutcomeUnknownError(
                 f"the create call got HTTP {response.status_code} from {host} ({answered.code or 'no code'}: "
                 f"{answered.message}); a 5xx does not prove that no task was created. Not resent blindly",
-                code="SubmissionOutcomeUnknown", sent_at=sent_at.isoformat(), model=create_model,
-                request_id=answered.request_id, status_code=response.status_code,
+                code="SubmissionOutcomeUnknown",
+                sent_at=sent_at.isoformat(),
+                model=create_model,
+                request_id=answered.request_id,
+                status_code=response.status_code,
             )
         if response.is_success:
             try:
@@ -387,8 +388,7 @@ class DashScopeClient:
         hint = None
         if response.status_code == 401:
             hint = (
-                f"API keys belong to one region: this call used region {self.region.value} at {host}; "
-                "check that the key was created in that region's console"
+                f"API keys belong to one region: this call used region {self.region.value} at {host}; check that the key was created in that region's console"
             )
         raise _error_from(response, hint=hint)
 

@@ -202,32 +202,10 @@ class PollTimeoutError(TaskError):
     retryable = True
 
 
-class VideoDownloadError(WanError):
-    """The video could not be downloaded completely."""
-
-    retryable = True
-
-
-class VideoUrlExpiredError(VideoDownloadError):
-    """The signed video URL no longer answers (24 h lifetime)."""
-
-    retryable = False
-
-
-class CorruptVideoError(WanError):
-    """The downloaded bytes are not a decodable video or do not match what was expected."""
-
-    retryable = True
-
-
-_TRANSIENT_CODES = frozenset(
-    {"SystemError", "ModelServiceFailed", "RequestTimeOut", "ModelServingError", "ModelUnavailable"}
-)
+_TRANSIENT_CODES = frozenset({"SystemError", "ModelServiceFailed", "RequestTimeOut", "ModelServingError", "ModelUnavailable"})
 
 _MODERATION_CODES = frozenset({"DataInspectionFailed", "IPInfringementSuspect"})
-_ARREARS_CODES = frozenset(
-    {"Arrearage", "CommodityNotPurchased", "PrepaidBillOverdue", "PostpaidBillOverdue"}
-)
+_ARREARS_CODES = frozenset({"Arrearage", "CommodityNotPurchased", "PrepaidBillOverdue", "PostpaidBillOverdue"})
 
 
 def error_for(

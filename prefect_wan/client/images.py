@@ -20,11 +20,13 @@ import fsspec
 import httpx
 from PIL import Image, UnidentifiedImageError
 
+from prefect_wan.client.errors import WanError
+
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "WEBP": "image/webp"}
 _EXT = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "WEBP": "webp", "WAV": "wav", "MP3": "mp3"}
 
 
-class SourceError(ValueError):
+class SourceError(WanError, ValueError):
     """A source could not be read; the message says which and why."""
 
 

@@ -34,24 +34,14 @@ class PollSchedule(BaseModel):
     max_interval: float = Field(default=15.0, gt=0, description="The gap grows to this (the docs advise ~15 s).")
     backoff: float = Field(default=1.5, ge=1, description="Growth factor of the gap.")
     jitter: float = Field(default=0.2, ge=0, le=1, description="Each gap varies by up to this fraction.")
-    deadline: float = Field(
-        default=3.5 * 3600, gt=0, description="Give up after this many seconds (the service times tasks out at 3 h)."
-    )
+    deadline: float = Field(default=3.5 * 3600, gt=0, description="Give up after this many seconds (the service times tasks out at 3 h).")
     max_error_gap: float = Field(default=60.0, gt=0, description="Longest wait after a transient query error.")
-    due_interval: float = Field(
-        default=0.5, gt=0, description="Gap between status checks while a task's end is due (the task watcher)."
-    )
-    sweep_interval: float = Field(
-        default=30.0, gt=0, description="How often the task watcher reads the status of every task in flight."
-    )
-    expected_generation: float = Field(
-        default=120.0, gt=0, description="Generation time assumed until the watcher has seen tasks finish."
-    )
-    missing_url_retries: int = Field(
-        default=3, ge=0, description="Queries again (with the usual gaps) when SUCCEEDED comes without a video URL."
-    )
+    due_interval: float = Field(default=0.5, gt=0, description="Gap between status checks while a task's end is due (the task watcher).")
+    sweep_interval: float = Field(default=30.0, gt=0, description="How often the task watcher reads the status of every task in flight.")
+    expected_generation: float = Field(default=120.0, gt=0, description="Generation time assumed until the watcher has seen tasks finish.")
+    missing_url_retries: int = Field(default=3, ge=0, description="Queries again (with the usual gaps) when SUCCEEDED comes without a video URL.")
 
-    def gaps(self, rng: Optional[random.Random] = None) -> "Callable[[], float]":
+    def gaps(self, rng: Optional[random.Random] = None) -> Callable[[], float]:
         rng = rng or random.Random()
         state = {"gap": self.interval}
 
@@ -77,7 +67,9 @@ def raise_for_final_status(response: TaskResponse) -> None:
     if out.task_status is TaskStatus.UNKNOWN:
         raise TaskExpiredError(
             f"task {out.task_id} is UNKNOWN: its id expired (24 h) or never existed",
-            code="Unknown", task_id=out.task_id, request_id=request_id,
+            code="Unknown",
+            task_id=out.task_id,
+            request_id=request_id,
         )
 
 
@@ -93,13 +85,15 @@ def final_result(response: TaskResponse, *, answers_without_url: int = 1) -> Vid
             f"task {out.task_id} SUCCEEDED (it is billed) but {answers_without_url} answers carried no video_url; "
             "not resubmitted, since that would pay again. Run again later to fetch it, or quote the "
             "task and request ids to support",
-            code="VideoUrlMissing", task_id=out.task_id, request_id=response.request_id,
+            code="VideoUrlMissing",
+            task_id=out.task_id,
+            request_id=response.request_id,
         )
     return VideoResult.from_response(response)
 
 
 async def wait_for_task(
-    client: "DashScopeClient",
+    client: DashScopeClient,
     task_id: str,
     schedule: PollSchedule | None = None,
     *,

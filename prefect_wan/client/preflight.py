@@ -95,8 +95,7 @@ def check_request(request: KeyframeVideoRequest, region: Region | str) -> Checke
         rule = (
             f"{spec.name} makes videos of exactly {family.min_duration} s"
             if family.min_duration == family.max_duration
-            else f"{spec.name} takes {family.min_duration} to {family.max_duration} s"
-            + (", or -1 to let the service choose" if family.smart_duration else "")
+            else f"{spec.name} takes {family.min_duration} to {family.max_duration} s" + (", or -1 to let the service choose" if family.smart_duration else "")
         )
         problems.append(PreflightViolation("duration", request.duration, rule))
     if request.ratio is not None:
@@ -112,14 +111,10 @@ def check_request(request: KeyframeVideoRequest, region: Region | str) -> Checke
     if request.seed is not None and not 0 <= request.seed <= SEED_MAX:
         problems.append(PreflightViolation("seed", request.seed, f"must be in [0, {SEED_MAX}]"))
     prompt = _check_text("prompt", request.prompt, family.prompt_limit, request.truncate_prompts, problems)
-    negative = _check_text(
-        "negative_prompt", request.negative_prompt, family.negative_prompt_limit, request.truncate_prompts, problems
-    )
+    negative = _check_text("negative_prompt", request.negative_prompt, family.negative_prompt_limit, request.truncate_prompts, problems)
     if request.template is not None:
         if not spec.templates:
-            problems.append(
-                PreflightViolation("template", request.template, f"{spec.name} takes no template (templates are for wanx2.1/wan2.1-kf2v-plus)")
-            )
+            problems.append(PreflightViolation("template", request.template, f"{spec.name} takes no template (templates are for wanx2.1/wan2.1-kf2v-plus)"))
         elif request.template not in spec.templates:
             problems.append(PreflightViolation("template", request.template, f"must be one of {', '.join(sorted(spec.templates))}"))
     elif request.last_frame is None:
@@ -146,9 +141,7 @@ def check_request(request: KeyframeVideoRequest, region: Region | str) -> Checke
     )
 
 
-async def prepare(
-    request: KeyframeVideoRequest, region: Region | str, *, http: httpx.AsyncClient
-) -> PreparedRequest:
+async def prepare(request: KeyframeVideoRequest, region: Region | str, *, http: httpx.AsyncClient) -> PreparedRequest:
     """Check the request, read and check its media, fingerprint it. Sends nothing to DashScope."""
     checked = check_request(request, region)
     limits = checked.family.image_limits
@@ -162,9 +155,7 @@ async def prepare(
         audio = field == "driving_audio"
         max_bytes = AUDIO_MAX_BYTES if audio else limits.max_bytes
         try:
-            data, passthrough = await read_source(
-                source, http=http, max_bytes=max_bytes, storage_options=request.storage_options
-            )
+            data, passthrough = await read_source(source, http=http, max_bytes=max_bytes, storage_options=request.storage_options)
         except SourceError as exc:
             return PreflightViolation(field, describe_source(source), str(exc))
         inspect = inspect_audio if audio else inspect_image
@@ -206,9 +197,7 @@ async def prepare(
     )
 
 
-def _check_text(
-    field: str, text: Optional[str], limit: int, truncate: bool, problems: list[PreflightViolation]
-) -> Optional[str]:
+def _check_text(field: str, text: Optional[str], limit: int, truncate: bool, problems: list[PreflightViolation]) -> Optional[str]:
     if text is None or len(text) <= limit:
         return text
     if truncate:
@@ -217,8 +206,7 @@ def _check_text(
         PreflightViolation(
             field,
             text,
-            f"{len(text)} characters, the limit is {limit} (the service would cut the rest silently; "
-            "shorten it or set truncate_prompts=True)",
+            f"{len(text)} characters, the limit is {limit} (the service would cut the rest silently; shorten it or set truncate_prompts=True)",
         )
     )
     return text
@@ -234,22 +222,16 @@ def _check_image(field: str, image: LoadedMedia, limits: ImageLimits) -> list[Pr
     if image.format not in limits.formats:
         problems.append(PreflightViolation(field, where, f"format {image.format} is not accepted; use {', '.join(limits.formats)}"))
     if image.format == "PNG" and image.has_transparency:
-        problems.append(
-            PreflightViolation(field, where, f"PNG with transparency (mode {image.mode}) is not accepted; flatten it to RGB")
-        )
+        problems.append(PreflightViolation(field, where, f"PNG with transparency (mode {image.mode}) is not accepted; flatten it to RGB"))
     if image.size > limits.max_bytes:
         problems.append(PreflightViolation(field, where, f"{image.size} bytes, the limit is {limits.max_bytes} bytes"))
     for side, value in (("width", image.width), ("height", image.height)):
         if not limits.min_side <= value <= limits.max_side:
-            problems.append(
-                PreflightViolation(field, where, f"{side} {value} px is outside [{limits.min_side}, {limits.max_side}] px")
-            )
+            problems.append(PreflightViolation(field, where, f"{side} {value} px is outside [{limits.min_side}, {limits.max_side}] px"))
     if limits.max_aspect and image.width and image.height:
         aspect = max(image.width / image.height, image.height / image.width)
         if aspect > limits.max_aspect:
-            problems.append(
-                PreflightViolation(field, where, f"aspect ratio {image.width}:{image.height} is beyond 1:{limits.max_aspect:g}")
-            )
+            problems.append(PreflightViolation(field, where, f"aspect ratio {image.width}:{image.height} is beyond 1:{limits.max_aspect:g}"))
     return problems
 
 

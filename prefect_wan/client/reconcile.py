@@ -45,13 +45,16 @@ class Reconciliation:
     detail: str = ""
 
 
-async def _list_window(client: "DashScopeClient", model: str, since: datetime) -> list[ListedTask]:
+async def _list_window(client: DashScopeClient, model: str, since: datetime) -> list[ListedTask]:
     rows: list[ListedTask] = []
     page = 1
     while len(rows) < MAX_LISTED:
         listing = await client.list_tasks(
-            model_name=model, start_time=since, end_time=datetime.now(timezone.utc) + timedelta(minutes=1),
-            page_no=page, page_size=100,
+            model_name=model,
+            start_time=since,
+            end_time=datetime.now(timezone.utc) + timedelta(minutes=1),
+            page_no=page,
+            page_size=100,
         )
         rows.extend(listing.data)
         if page >= max(listing.total_page, 1) or not listing.data:
@@ -65,7 +68,7 @@ def same_prompt(ours: Optional[str], theirs: Optional[str]) -> bool:
 
 
 async def reconcile_lost_create(
-    client: "DashScopeClient",
+    client: DashScopeClient,
     *,
     model: str,
     sent_at: datetime,
@@ -87,7 +90,9 @@ async def reconcile_lost_create(
         raise SubmissionOutcomeUnknownError(
             f"a create call for {model} sent at {sent_at.isoformat()} got no usable answer, and listing the "
             f"tasks created since then failed too ({exc}); nothing was resent. Run again later to reconcile",
-            code="SubmissionOutcomeUnknown", sent_at=sent_at.isoformat(), model=model,
+            code="SubmissionOutcomeUnknown",
+            sent_at=sent_at.isoformat(),
+            model=model,
         ) from None
     # A candidate whose prompt shows and differs is someone else's: it explains nothing of ours.
     answers: dict[str, Optional[TaskResponse]] = {}
@@ -115,7 +120,9 @@ async def reconcile_lost_create(
                 return Reconciliation(candidates=ids, detail=f"could not query the candidate {ids[0]}: {exc}")
         if candidate.output.orig_prompt is None:
             return Reconciliation(
-                adopted=candidate, prompt_unverified=True, candidates=ids,
+                adopted=candidate,
+                prompt_unverified=True,
+                candidates=ids,
                 detail=f"adopted {ids[0]}: the only new task; its prompt is checked when it shows",
             )
         return Reconciliation(adopted=candidate, candidates=ids, detail=f"adopted {ids[0]}: the only new task, with our prompt")

@@ -42,6 +42,4 @@ class KeyframeVideoRequest(BaseModel):
         default=False,
         description="Cut over-long prompts to the model's limit instead of refusing them (the service would cut silently).",
     )
-    storage_options: dict[str, Any] = Field(
-        default_factory=dict, description="fsspec options for reading fsspec-URL sources (s3://...)."
-    )
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for reading fsspec-URL sources (s3://...).")

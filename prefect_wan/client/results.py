@@ -25,12 +25,8 @@ class SubmittedTask(BaseModel):
     duration: Optional[int] = None
     output_size: Optional[tuple[int, int]] = None
     endpoint: Optional[str] = Field(default=None, description="Host (and workspace) the task belongs to.")
-    reused_from: Optional[str] = Field(
-        default=None, description="'journal' or 'reconciled' when this run found the task instead of creating it."
-    )
-    verify_prompt: Optional[str] = Field(
-        default=None, description="Our prompt, for a task adopted before its prompt could be seen: checked when it shows."
-    )
+    reused_from: Optional[str] = Field(default=None, description="'journal' or 'reconciled' when this run found the task instead of creating it.")
+    verify_prompt: Optional[str] = Field(default=None, description="Our prompt, for a task adopted before its prompt could be seen: checked when it shows.")
 
 
 class VideoResult(BaseModel):
@@ -50,7 +46,7 @@ class VideoResult(BaseModel):
     resolution_tier: Optional[int] = None
 
     @classmethod
-    def from_response(cls, response: TaskResponse) -> "VideoResult":
+    def from_response(cls, response: TaskResponse) -> VideoResult:
         out = response.output
         usage = response.usage or VideoUsage()
         return cls(

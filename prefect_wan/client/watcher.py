@@ -69,7 +69,7 @@ class TaskWatcher:
 
     def __init__(self, make_client: ClientFactory, schedule: Optional[PollSchedule] = None) -> None:
         self._make_client = make_client
-        self.client: Optional["DashScopeClient"] = None
+        self.client: Optional[DashScopeClient] = None
         self.loop = asyncio.get_running_loop()
         self.schedule = schedule or PollSchedule()
         self._watched: dict[str, _Watched] = {}
@@ -84,14 +84,22 @@ class TaskWatcher:
     # --- waiters -----------------------------------------------------------------------------
 
     async def wait(
-        self, task_id: str, *, model: str, submitted_at: Optional[datetime] = None, on_status: Optional[StatusListener] = None,
+        self,
+        task_id: str,
+        *,
+        model: str,
+        submitted_at: Optional[datetime] = None,
+        on_status: Optional[StatusListener] = None,
     ) -> VideoResult:
         """Until the task is final: its video (SUCCEEDED) or its error (FAILED, CANCELED, UNKNOWN)."""
         watched = self._watched.get(task_id)
         if watched is None:
             watched = _Watched(
-                task_id=task_id, model=model, submitted_at=submitted_at or datetime.now(timezone.utc),
-                deadline=time.monotonic() + self.schedule.deadline, future=asyncio.get_running_loop().create_future(),
+                task_id=task_id,
+                model=model,
+                submitted_at=submitted_at or datetime.now(timezone.utc),
+                deadline=time.monotonic() + self.schedule.deadline,
+                future=asyncio.get_running_loop().create_future(),
             )
             self._watched[task_id] = watched
         if on_status is not None:
@@ -195,10 +203,7 @@ class TaskWatcher:
                 ended.append(watched)  # it was running and is no longer
             elif self._overtaken(watched, oldest_running.get(watched.model)):
                 ended.append(watched)
-            elif (
-                watched.model not in oldest_running and probes.get(watched.model, 0) < PROBES_PER_TICK
-                and now - watched.probed_at >= self.schedule.interval
-            ):
+            elif watched.model not in oldest_running and probes.get(watched.model, 0) < PROBES_PER_TICK and now - watched.probed_at >= self.schedule.interval:
                 # Nothing of its model runs: it has not started yet, or it ran between two ticks.
                 probes[watched.model] = probes.get(watched.model, 0) + 1
                 watched.probed_at = now
@@ -297,11 +302,13 @@ class TaskWatcher:
         for watched in [w for w in self._watched.values() if w.deadline <= now]:
             self._watched.pop(watched.task_id, None)
             if not watched.future.done():
-                watched.future.set_exception(PollTimeoutError(
-                    f"task {watched.task_id} not finished within {self.schedule.deadline:.0f} s; it may still finish "
-                    "and can be waited for again by its id",
-                    code="PollTimeout", task_id=watched.task_id,
-                ))
+                watched.future.set_exception(
+                    PollTimeoutError(
+                        f"task {watched.task_id} not finished within {self.schedule.deadline:.0f} s; it may still finish and can be waited for again by its id",
+                        code="PollTimeout",
+                        task_id=watched.task_id,
+                    )
+                )
 
     def _fail_all(self, error: Exception) -> None:
         for watched in list(self._watched.values()):

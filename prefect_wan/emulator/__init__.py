@@ -8,6 +8,12 @@ from prefect_wan.emulator.server import RunningEmulator, run_emulator, serve_for
 from prefect_wan.emulator.state import Counters
 
 __all__ = [
-    "DEFAULT_API_KEY", "Counters", "EmulatorConfig", "FaultRule", "RunningEmulator", "create_app",
-    "run_emulator", "serve_forever",
+    "DEFAULT_API_KEY",
+    "Counters",
+    "EmulatorConfig",
+    "FaultRule",
+    "RunningEmulator",
+    "create_app",
+    "run_emulator",
+    "serve_forever",
 ]

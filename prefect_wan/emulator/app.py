@@ -36,8 +36,12 @@ WAN30_FRAME_TYPES = {"first_frame", "last_frame"}
 WAN30_REFERENCE_TYPES = {"reference_image", "reference_video", "reference_audio", "file", "link"}
 WAN30_MIXED = "The two modes are mutually exclusive. Do not pass reference_xx and first_frame/last_frame at the same time."
 WAN27_MEDIA_SETS = [
-    {"first_frame"}, {"first_frame", "driving_audio"}, {"first_frame", "last_frame"},
-    {"first_frame", "last_frame", "driving_audio"}, {"first_clip"}, {"first_clip", "last_frame"},
+    {"first_frame"},
+    {"first_frame", "driving_audio"},
+    {"first_frame", "last_frame"},
+    {"first_frame", "last_frame", "driving_audio"},
+    {"first_clip"},
+    {"first_clip", "last_frame"},
 ]
 
 
@@ -52,7 +56,7 @@ def _error(status: int, code: str, message: str, retry_after: Optional[float] = 
 
 
 def _oss_error(status: int, code: str, message: str) -> Response:
-    body = f"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>'
     return Response(body, status_code=status, media_type="application/xml")
 
 
@@ -113,7 +117,9 @@ async def create_task(request: Request) -> Response:
         body = CreateTaskBody.model_validate(raw)
     except ValidationError as exc:
         problem = exc.errors()[0]
-        raise ServiceError(400, "InvalidParameter", f"The request is missing required parameters or in a wrong format: {'.'.join(map(str, problem['loc']))}") from None
+        raise ServiceError(
+            400, "InvalidParameter", f"The request is missing required parameters or in a wrong format: {'.'.join(map(str, problem['loc']))}"
+        ) from None
     spec = lookup_model(body.model)
     if spec is None or state.config.region not in spec.regions:
         raise ServiceError(400, "InvalidParameter", "Model not exist.")
@@ -190,9 +196,19 @@ async def create_task(request: Request) -> Response:
         if urls.audio:
             await _load_media(state, fetch, urls.audio, spec.name, resolve)
     task = state.create_task(
-        spec=spec, account=account, prompt=prompt, first=first, last=last, first_size=first_size, failure=failure,
+        spec=spec,
+        account=account,
+        prompt=prompt,
+        first=first,
+        last=last,
+        first_size=first_size,
+        failure=failure,
         params={
-            "resolution": resolution, "duration": duration, "seed": params.seed, "ratio": ratio, "audio": audio,
+            "resolution": resolution,
+            "duration": duration,
+            "seed": params.seed,
+            "ratio": ratio,
+            "audio": audio,
             "prompt_extend": True if params.prompt_extend is None else params.prompt_extend,
             "watermark": bool(params.watermark),
         },
@@ -218,8 +234,12 @@ class _DroppedResponse(JSONResponse):
 async def _load_media(state: EmulatorState, http: httpx.AsyncClient, url: str, model: str, resolve: bool) -> bytes:
     if url.startswith("oss://"):
         if not resolve:
-            raise ServiceError(400, "invalid_parameter_error", "InternalError.Algo.InvalidParameter: The provided URL does not appear to be valid. Ensure it is correctly formatted.")
-        upload = state.uploads.get(url[len("oss://"):])
+            raise ServiceError(
+                400,
+                "invalid_parameter_error",
+                "InternalError.Algo.InvalidParameter: The provided URL does not appear to be valid. Ensure it is correctly formatted.",
+            )
+        upload = state.uploads.get(url[len("oss://") :])
         if upload is None or upload.expires < state.now():
             raise ServiceError(400, "InvalidParameter", f"The file {url} does not exist or has expired.")
         if upload.model != model:
@@ -244,9 +264,7 @@ async def _load_media(state: EmulatorState, http: httpx.AsyncClient, url: str, m
     raise ServiceError(400, "InvalidURL", "Invalid URL provided in your request.")
 
 
-async def _load_image(
-    state: EmulatorState, http: httpx.AsyncClient, url: str, model: str, resolve: bool, family
-) -> tuple[bytes, tuple[int, int]]:
+async def _load_image(state: EmulatorState, http: httpx.AsyncClient, url: str, model: str, resolve: bool, family) -> tuple[bytes, tuple[int, int]]:
     data = await _load_media(state, http, url, model, resolve)
     limits = family.image_limits
     if len(data) > limits.max_bytes:
@@ -310,12 +328,23 @@ def _task_body(request: Request, state: EmulatorState, task: EmulatedTask) -> di
         elif task.spec.family is WAN30:
             # Documented as floats, with fps and the ratio made.
             width, height = task.size
-            usage = {"video_count": 1, "duration": float(seconds), "input_video_duration": 0.0, "output_video_duration": float(seconds),
-                     "fps": state.config.fps, "SR": int(task.params["resolution"].rstrip("P")),
-                     "ratio": task.params["ratio"] if task.params["ratio"] != "adaptive" else _ratio_text(width, height)}
+            usage = {
+                "video_count": 1,
+                "duration": float(seconds),
+                "input_video_duration": 0.0,
+                "output_video_duration": float(seconds),
+                "fps": state.config.fps,
+                "SR": int(task.params["resolution"].rstrip("P")),
+                "ratio": task.params["ratio"] if task.params["ratio"] != "adaptive" else _ratio_text(width, height),
+            }
         else:
-            usage = {"duration": seconds, "input_video_duration": 0, "output_video_duration": seconds,
-                     "video_count": 1, "SR": int(task.params["resolution"].rstrip("P"))}
+            usage = {
+                "duration": seconds,
+                "input_video_duration": 0,
+                "output_video_duration": seconds,
+                "video_count": 1,
+                "SR": int(task.params["resolution"].rstrip("P")),
+            }
         body["usage"] = usage
         output["task_metrics"] = {"TOTAL": 1, "SUCCEEDED": 1, "FAILED": 0}
     elif task.status is TaskStatus.FAILED and task.failure is not None:
@@ -381,10 +410,15 @@ async def list_tasks(request: Request) -> Response:
         if q.get("task_id") and task.task_id != q["task_id"]:
             continue
         row = {
-            "api_key_id": "emulator", "caller_parent_id": task.account, "caller_uid": task.account,
-            "gmt_create": int(created.timestamp() * 1000), "model_name": task.spec.name,
+            "api_key_id": "emulator",
+            "caller_parent_id": task.account,
+            "caller_uid": task.account,
+            "gmt_create": int(created.timestamp() * 1000),
+            "model_name": task.spec.name,
             "region": state.config.region.region_id,
-            "request_id": task.request_id, "status": task.status.value, "task_id": task.task_id,
+            "request_id": task.request_id,
+            "status": task.status.value,
+            "task_id": task.task_id,
             "user_api_unique_key": f"apikey:v1:aigc:{'image2video' if task.spec.family is KF2V else 'video-generation'}:video-synthesis:{task.spec.name}",
         }
         if task.scheduled is not None:
@@ -393,11 +427,17 @@ async def list_tasks(request: Request) -> Response:
             row["end_time"] = int(state.wall(task.ended).timestamp() * 1000)
         rows.append(row)
     total = len(rows)
-    page = rows[(page_no - 1) * page_size: page_no * page_size]
-    return JSONResponse({
-        "request_id": str(uuid.uuid4()), "total": total, "total_page": -(-total // page_size),
-        "page_no": page_no, "page_size": page_size, "data": page,
-    })
+    page = rows[(page_no - 1) * page_size : page_no * page_size]
+    return JSONResponse(
+        {
+            "request_id": str(uuid.uuid4()),
+            "total": total,
+            "total_page": -(-total // page_size),
+            "page_no": page_no,
+            "page_size": page_size,
+            "data": page,
+        }
+    )
 
 
 async def cancel_task(request: Request) -> Response:
@@ -434,15 +474,23 @@ async def get_policy(request: Request) -> Response:
     upload_dir = f"dashscope-instant/{state.secret[:12]}/{state.wall(state.now()):%Y-%m-%d}/{uuid.uuid4().hex[:12]}"
     document = {"expiration": state.now() + cfg.policy_ttl_seconds, "model": model, "upload_dir": upload_dir, "max_bytes": 100 * 1024 * 1024}
     policy = base64.b64encode(json.dumps(document).encode()).decode()
-    return JSONResponse({
-        "request_id": str(uuid.uuid4()),
-        "data": {
-            "policy": policy, "signature": _sign(state, policy), "upload_dir": upload_dir,
-            "upload_host": f"{_own_base(request)}{OSS_PATH}", "expire_in_seconds": cfg.policy_ttl_seconds,
-            "max_file_size_mb": 100, "capacity_limit_mb": 999999999, "oss_access_key_id": "LTAI-emulator",
-            "x_oss_object_acl": "private", "x_oss_forbid_overwrite": "true",
-        },
-    })
+    return JSONResponse(
+        {
+            "request_id": str(uuid.uuid4()),
+            "data": {
+                "policy": policy,
+                "signature": _sign(state, policy),
+                "upload_dir": upload_dir,
+                "upload_host": f"{_own_base(request)}{OSS_PATH}",
+                "expire_in_seconds": cfg.policy_ttl_seconds,
+                "max_file_size_mb": 100,
+                "capacity_limit_mb": 999999999,
+                "oss_access_key_id": "LTAI-emulator",
+                "x_oss_object_acl": "private",
+                "x_oss_forbid_overwrite": "true",
+            },
+        }
+    )
 
 
 async def upload(request: Request) -> Response:

@@ -21,7 +21,9 @@ class EmulatorConfig(BaseModel):
     running_seconds: float = Field(default=3.0, ge=0, description="Time a task spends RUNNING (rendering may add to it).")
     max_running: Optional[int] = Field(default=None, ge=1, description="Tasks RUNNING at once per model; default: the model's (2 kf2v, 5 wan2.7).")
     queue_limit: int = Field(default=500, ge=1, description="Tasks waiting PENDING per model before submissions are refused.")
-    submit_rps: Optional[float] = Field(default=None, gt=0, description="Submissions per second per model; default: the model's (2, or 1 for wan2.1-kf2v-plus).")
+    submit_rps: Optional[float] = Field(
+        default=None, gt=0, description="Submissions per second per model; default: the model's (2, or 1 for wan2.1-kf2v-plus)."
+    )
     task_ttl_seconds: float = Field(default=86_400, gt=0, description="After this a task id answers UNKNOWN.")
     video_ttl_seconds: float = Field(default=86_400, gt=0, description="After this a video URL answers 403.")
     upload_ttl_seconds: float = Field(default=48 * 3600, gt=0, description="Lifetime of oss:// uploads.")
@@ -32,7 +34,5 @@ class EmulatorConfig(BaseModel):
     faults: list[FaultRule] = Field(default_factory=list, description="Faults armed at start-up.")
     seed: int = Field(default=0, description="Seed of the fault dice, so fractions are reproducible.")
     tick_seconds: float = Field(default=0.05, gt=0, description="How often the scheduler advances tasks.")
-    idle_timeout_seconds: int = Field(
-        default=15, ge=1, description="Idle keep-alive connections are closed after this (load balancers: 15-60 s)."
-    )
+    idle_timeout_seconds: int = Field(default=15, ge=1, description="Idle keep-alive connections are closed after this (load balancers: 15-60 s).")
     download_chunk_bytes: int = Field(default=64 * 1024, gt=0, description="Chunk size when serving videos.")

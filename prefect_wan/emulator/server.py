@@ -39,9 +39,7 @@ class RunningEmulator:
 
         if self.config.submit_rps is not None:
             overrides.setdefault("min_submit_interval", 1.0 / self.config.submit_rps)
-        return WanCredentials(
-            api_key=SecretStr(self.api_key), region=self.config.region.value, base_url=self.base_url, **overrides
-        )
+        return WanCredentials(api_key=SecretStr(self.api_key), region=self.config.region.value, base_url=self.base_url, **overrides)
 
     def workspace_credentials(self, workspace: str = "ws-emulator", **overrides: Any):
         """A ``WanCredentials`` block that reaches this emulator through the workspace host of its
@@ -53,9 +51,7 @@ class RunningEmulator:
         self._undo.append(resolve_host(host, self.base_url))
         if self.config.submit_rps is not None:
             overrides.setdefault("min_submit_interval", 1.0 / self.config.submit_rps)
-        return WanCredentials(
-            api_key=SecretStr(self.api_key), region=self.config.region.value, workspace=workspace, workspace_host=True, **overrides
-        )
+        return WanCredentials(api_key=SecretStr(self.api_key), region=self.config.region.value, workspace=workspace, workspace_host=True, **overrides)
 
     def counters(self) -> Counters:
         return Counters.model_validate(self._admin.get("/counters").raise_for_status().json())
@@ -97,9 +93,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 @contextlib.contextmanager
-def run_emulator(
-    config: Optional[EmulatorConfig] = None, *, host: str = "127.0.0.1", port: int = 0, **overrides: Any
-) -> Iterator[RunningEmulator]:
+def run_emulator(config: Optional[EmulatorConfig] = None, *, host: str = "127.0.0.1", port: int = 0, **overrides: Any) -> Iterator[RunningEmulator]:
     """Serve the emulator on loopback in a background thread; ``port=0`` picks a free port.
 
     Keyword overrides are ``EmulatorConfig`` fields: ``run_emulator(running_seconds=0.2)``.
@@ -108,9 +102,15 @@ def run_emulator(
     state = EmulatorState(config)
     app = create_app(state=state)
     sock = _bind(host, port)
-    server = uvicorn.Server(uvicorn.Config(
-        app, log_level="warning", lifespan="on", access_log=False, timeout_keep_alive=config.idle_timeout_seconds,
-    ))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+            timeout_keep_alive=config.idle_timeout_seconds,
+        )
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="wan-emulator", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -134,7 +134,6 @@ def serve_forever(config: EmulatorConfig, *, host: str = "127.0.0.1", port: int 
     """Serve in the foreground until interrupted (the ``prefect-wan emulator`` command)."""
     state = EmulatorState(config)
     try:
-        uvicorn.run(create_app(state=state), host=host, port=port, log_level="info", access_log=False,
-                    timeout_keep_alive=state.config.idle_timeout_seconds)
+        uvicorn.run(create_app(state=state), host=host, port=port, log_level="info", access_log=False, timeout_keep_alive=state.config.idle_timeout_seconds)
     finally:
         state.close()

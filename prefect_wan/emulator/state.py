@@ -138,15 +138,21 @@ class EmulatorState:
         return True
 
     def queued(self, account: str, spec: ModelSpec) -> int:
-        return sum(
-            1 for t in self.tasks.values() if t.account == account and t.spec.name == spec.name and t.status is TaskStatus.PENDING
-        )
+        return sum(1 for t in self.tasks.values() if t.account == account and t.spec.name == spec.name and t.status is TaskStatus.PENDING)
 
     # --- tasks ----------------------------------------------------------------------------
 
     def create_task(
-        self, *, spec: ModelSpec, account: str, params: dict[str, Any], prompt: Optional[str], first: bytes, last: Optional[bytes],
-        first_size: tuple[int, int], failure: Optional[tuple[str, str]] = None,
+        self,
+        *,
+        spec: ModelSpec,
+        account: str,
+        params: dict[str, Any],
+        prompt: Optional[str],
+        first: bytes,
+        last: Optional[bytes],
+        first_size: tuple[int, int],
+        failure: Optional[tuple[str, str]] = None,
     ) -> EmulatedTask:
         task = EmulatedTask(
             task_id=str(uuid.uuid4()),
@@ -189,9 +195,7 @@ class EmulatorState:
     def tick(self) -> None:
         """Move tasks along: PENDING -> RUNNING within the concurrency limit, RUNNING -> final."""
         now = self.now()
-        running: Counter[tuple[str, str]] = Counter(
-            (t.account, t.spec.name) for t in self.tasks.values() if t.status is TaskStatus.RUNNING
-        )
+        running: Counter[tuple[str, str]] = Counter((t.account, t.spec.name) for t in self.tasks.values() if t.status is TaskStatus.RUNNING)
         for task in self.tasks.values():  # dicts keep insertion order: FIFO
             key = (task.account, task.spec.name)
             if task.status is TaskStatus.PENDING and now - task.created >= self.config.pending_seconds:
@@ -221,16 +225,21 @@ class EmulatorState:
         audio = bool(task.params.get("audio"))
         width, height = task.size
         seconds = task.params["duration"]
-        digest = hashlib.sha256(
-            b"|".join([task.first, task.last or b"", f"{width}x{height}x{seconds}x{self.config.fps}x{audio}".encode()])
-        ).hexdigest()[:32]
+        digest = hashlib.sha256(b"|".join([task.first, task.last or b"", f"{width}x{height}x{seconds}x{self.config.fps}x{audio}".encode()])).hexdigest()[:32]
         cached = self._renders.get(digest)
         if cached is not None and not (cached.done() and cached.exception()):
             return cached
         self.counters.renders += 1
         future = self._renderer.submit(
-            render_transition, task.first, task.last, width, height, self.workdir / f"{digest}.mp4",
-            seconds=seconds, fps=self.config.fps, audio=audio,
+            render_transition,
+            task.first,
+            task.last,
+            width,
+            height,
+            self.workdir / f"{digest}.mp4",
+            seconds=seconds,
+            fps=self.config.fps,
+            audio=audio,
         )
         self._renders[digest] = future
         return future
@@ -245,9 +254,7 @@ class EmulatorState:
     def snapshot(self) -> Counters:
         counters = self.counters.model_copy(deep=True)
         counters.faults_injected = dict(self.faults.injected)
-        statuses: Counter[str] = Counter(
-            ("UNKNOWN" if self.find(t.task_id) is None else t.status.value) for t in self.tasks.values()
-        )
+        statuses: Counter[str] = Counter(("UNKNOWN" if self.find(t.task_id) is None else t.status.value) for t in self.tasks.values())
         counters.tasks_by_status = dict(statuses)
         return counters
 
@@ -268,5 +275,3 @@ class EmulatorState:
         self._renderer.shutdown(wait=True, cancel_futures=True)
         if self._tmp is not None:
             self._tmp.cleanup()
-
-

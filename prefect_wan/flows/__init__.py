@@ -7,6 +7,17 @@ from prefect_wan.flows.models import ArchivedVideo, BatchResult, GenerationOptio
 from prefect_wan.flows.storyboard import ArchivedStoryboard, StoryboardFailedError, keyframes_storyboard
 
 __all__ = [
-    "ArchivedStoryboard", "ArchivedVideo", "BatchFailedError", "BatchResult", "GenerationOptions", "KeyframePair", "ManifestError",
-    "PairFailure", "StoryboardFailedError", "keyframes_batch", "keyframes_storyboard", "keyframes_to_video", "load_manifest",
+    "ArchivedStoryboard",
+    "ArchivedVideo",
+    "BatchFailedError",
+    "BatchResult",
+    "GenerationOptions",
+    "KeyframePair",
+    "ManifestError",
+    "PairFailure",
+    "StoryboardFailedError",
+    "keyframes_batch",
+    "keyframes_storyboard",
+    "keyframes_to_video",
+    "load_manifest",
 ]

@@ -81,9 +81,14 @@ def load_manifest(url: str, storage_options: Optional[dict[str, Any]] = None) ->
         if None in row:  # csv.DictReader files cells beyond the header under None
             raise ManifestError(f"{url} pair {number}: more cells than the header has columns")
         pair = _validated(KeyframePair, row, f"{url} pair {number}")
-        pairs.append(pair.model_copy(update={
-            "first_frame": _resolve(pair.first_frame, base), "last_frame": _resolve(pair.last_frame, base),
-        }))
+        pairs.append(
+            pair.model_copy(
+                update={
+                    "first_frame": _resolve(pair.first_frame, base),
+                    "last_frame": _resolve(pair.last_frame, base),
+                }
+            )
+        )
     if not pairs:
         raise ManifestError(f"{url}: no pairs")
     return pairs

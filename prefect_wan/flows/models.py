@@ -71,14 +71,12 @@ class KeyframePair(BaseModel):
         return value
 
     @classmethod
-    def from_fields(cls, **fields: Any) -> "KeyframePair":
+    def from_fields(cls, **fields: Any) -> KeyframePair:
         """Build a pair from flow parameters; refusals name the field (``PreflightError``)."""
         try:
             return cls(**fields)
         except ValidationError as exc:
-            raise PreflightError([
-                PreflightViolation(".".join(map(str, e["loc"])) or "pair", e.get("input"), _explain(e, cls)) for e in exc.errors()
-            ]) from None
+            raise PreflightError([PreflightViolation(".".join(map(str, e["loc"])) or "pair", e.get("input"), _explain(e, cls)) for e in exc.errors()]) from None
 
     def display_label(self) -> str:
         if self.label:
@@ -148,7 +146,9 @@ class BatchResult(BaseModel):
     videos: list[ArchivedVideo] = Field(default_factory=list)
     failures: list[PairFailure] = Field(default_factory=list)
     skipped: list[PairSkip] = Field(default_factory=list, description="Pairs left unsubmitted by max_cost.")
-    committed: dict[str, float] = Field(default_factory=dict, description="What this run's own submissions cost, per currency (billed where known, else estimated).")
+    committed: dict[str, float] = Field(
+        default_factory=dict, description="What this run's own submissions cost, per currency (billed where known, else estimated)."
+    )
     billed: dict[str, float] = Field(default_factory=dict, description="What the service billed for this run's finished tasks (from usage), per currency.")
 
     @property

@@ -5,22 +5,21 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, defaultdict
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, Optional, Sequence, Union
 
-import httpx
 from pydantic import BaseModel, Field
 
 from prefect_wan.archive.destination import ArchiveDestination
 from prefect_wan.archive.record import CostEstimate
 from prefect_wan.archive.store import find_archived
+from prefect_wan.blocks.coordination import WanCoordination
 from prefect_wan.blocks.credentials import WanCredentials
 from prefect_wan.client.errors import PreflightError
-from prefect_wan.client.preflight import PreparedRequest, prepare
 from prefect_wan.flows.models import GenerationOptions, KeyframePair
+from prefect_wan.flows.prepared import PreparedPair
+from prefect_wan.flows.setup import RunSetup
+from prefect_wan.ledger.journal import SubmissionJournal
 from prefect_wan.spend.budget import Budget, SkippedForBudgetError, SpendLedger
-from prefect_wan.spend.pricing import estimate_request_cost
-from prefect_wan.tasks.journal import SubmissionJournal
-from prefect_wan.tasks.submit import recorded_submission
 
 # Frames read at once while planning: enough to hide fsspec latency, few enough for memory.
 PLAN_CONCURRENCY = 8
@@ -108,6 +107,34 @@ def cost_text(cost: CostEstimate) -> str:
     return f"{cost.amount:g} {cost.currency}" + ("" if cost.confirmed else " (unconfirmed price)")
 
 
+async def plan_run(setup: RunSetup, items: Sequence[Union[KeyframePair, PreparedPair]]) -> RunPlan:
+    """Say what the run would do with each pair (preparing those not prepared yet). Sends nothing
+    to DashScope. Budget is allotted in order: the first pairs to submit are covered, later ones
+    marked over budget."""
+    gate = asyncio.Semaphore(PLAN_CONCURRENCY)
+    journal = setup.coordination.journal()
+
+    async def inspect(item: Union[KeyframePair, PreparedPair]) -> PlannedPair:
+        if isinstance(item, PreparedPair):
+            return await _planned(item, setup, journal)
+        async with gate:
+            try:
+                prepared = await setup.prepare(item)
+            except PreflightError as refused:
+                return PlannedPair(label=item.display_label(), action=PlannedAction.REFUSED, detail="; ".join(map(str, refused.violations)))
+            return await _planned(prepared, setup, journal)
+
+    planned = list(await asyncio.gather(*(inspect(item) for item in items)))
+    ledger = SpendLedger(setup.budget)
+    for pair in planned:
+        if pair.action is PlannedAction.SUBMIT:
+            try:
+                ledger.commit(pair.fingerprint or pair.label, pair.cost, label=pair.label)
+            except SkippedForBudgetError as skipped:
+                pair.action, pair.detail = PlannedAction.OVER_BUDGET, skipped.reason
+    return RunPlan(pairs=planned, budget=setup.budget)
+
+
 async def plan_pairs(
     pairs: list[KeyframePair],
     options: GenerationOptions,
@@ -117,53 +144,48 @@ async def plan_pairs(
     budget: Optional[Budget] = None,
     force: bool = False,
     frame_storage_options: Optional[dict[str, Any]] = None,
-    journal: Optional[SubmissionJournal] = None,
+    coordination: Optional[WanCoordination] = None,
 ) -> RunPlan:
-    """Preflight every pair and say what a run would do with it. Sends nothing to DashScope.
-
-    Budget is allotted in order: the first pairs to submit are covered, later ones marked over budget.
-    """
-    gate = asyncio.Semaphore(PLAN_CONCURRENCY)
-
-    async def inspect(pair: KeyframePair, http: httpx.AsyncClient) -> PlannedPair:
-        label = pair.display_label()
-        async with gate:
-            try:
-                prepared = await prepare(pair.to_request(options, frame_storage_options), credentials.region, http=http)
-            except PreflightError as refused:
-                return PlannedPair(label=label, action=PlannedAction.REFUSED, detail="; ".join(map(str, refused.violations)))
-            return await _planned(label, prepared, credentials, destination, force, journal)
-
-    async with httpx.AsyncClient(timeout=60.0) as http:
-        planned = list(await asyncio.gather(*(inspect(pair, http) for pair in pairs)))
-    ledger = SpendLedger(budget)
-    for pair in planned:
-        if pair.action is PlannedAction.SUBMIT:
-            try:
-                ledger.commit(pair.fingerprint or pair.label, pair.cost, label=pair.label)
-            except SkippedForBudgetError as skipped:
-                pair.action, pair.detail = PlannedAction.OVER_BUDGET, skipped.reason
-    return RunPlan(pairs=planned, budget=budget)
+    """Preflight every pair and say what a run would do with it, outside a flow. Sends nothing."""
+    setup = RunSetup(
+        credentials=credentials,
+        destination=destination,
+        coordination=coordination or WanCoordination(),
+        budget=budget,
+        options=options,
+        force=force,
+        poll=None,
+        dry_run=True,
+        frame_storage_options=frame_storage_options,
+    )
+    return await plan_run(setup, pairs)
 
 
-async def _planned(
-    label: str, prepared: PreparedRequest, credentials: WanCredentials, destination: ArchiveDestination, force: bool,
-    journal: Optional[SubmissionJournal],
-) -> PlannedPair:
-    cost = estimate_request_cost(prepared)
-    pair = PlannedPair(
-        label=label, action=PlannedAction.SUBMIT, model=prepared.spec.name,
-        resolution=prepared.parameters.resolution or prepared.spec.default_resolution, seconds=cost.billed_seconds,
-        output_size=prepared.output_size, cost=cost, fingerprint=prepared.fingerprint,
+async def _planned(pair: PreparedPair, setup: RunSetup, journal: SubmissionJournal) -> PlannedPair:
+    prepared, cost = pair.prepared, pair.cost
+    planned = PlannedPair(
+        label=pair.label,
+        action=PlannedAction.SUBMIT,
+        model=prepared.spec.name,
+        resolution=prepared.parameters.resolution or prepared.spec.default_resolution,
+        seconds=cost.billed_seconds,
+        output_size=prepared.output_size,
+        cost=cost,
+        fingerprint=pair.fingerprint,
         detail="smart duration: priced at the longest" if cost.note.startswith("smart") else "",
     )
-    if force:
-        pair.detail = "force: generated again even if archived"
-        return pair
-    if (archived := await find_archived(destination, prepared.fingerprint, credentials.endpoint)) is not None:
-        return pair.model_copy(update={"action": PlannedAction.ARCHIVED, "task_id": archived.task_id, "detail": archived.video.url})
-    if (recorded := await recorded_submission(prepared.fingerprint, credentials, journal)) is not None:
-        return pair.model_copy(update={
-            "action": PlannedAction.REUSE, "task_id": recorded.task_id, "detail": f"submitted {recorded.submitted_at:%Y-%m-%d %H:%M} UTC",
-        })
-    return pair
+    if setup.force:
+        planned.detail = "force: generated again even if archived"
+        return planned
+    endpoint = setup.credentials.endpoint
+    if (archived := await find_archived(setup.destination, pair.fingerprint, endpoint)) is not None:
+        return planned.model_copy(update={"action": PlannedAction.ARCHIVED, "task_id": archived.task_id, "detail": archived.video.url})
+    if (recorded := await journal.recorded_task(setup.credentials.submission_key(pair.fingerprint))) is not None:
+        return planned.model_copy(
+            update={
+                "action": PlannedAction.REUSE,
+                "task_id": recorded.task_id,
+                "detail": f"submitted {recorded.submitted_at:%Y-%m-%d %H:%M} UTC",
+            }
+        )
+    return planned

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from prefect.artifacts import acreate_link_artifact, acreate_markdown_artifact, acreate_table_artifact
 from prefect.events import emit_event
 
 from prefect_wan.archive.record import CostEstimate, StoryboardRecord
 from prefect_wan.flows.models import ArchivedVideo, BatchResult
-from prefect_wan.flows.plan import RunPlan
+
+if TYPE_CHECKING:
+    from prefect_wan.flows.plan import RunPlan
 
 ARCHIVED_EVENT = "prefect_wan.video.archived"
 FAILED_EVENT = "prefect_wan.video.failed"
@@ -36,21 +38,23 @@ async def report_archived(video: ArchivedVideo) -> None:
     )
     price = price_text(record.cost)
     await acreate_markdown_artifact(
-        markdown="\n".join([
-            f"# {video.label}",
-            "",
-            f"- video: [{video.video_url}]({video.video_url})",
-            f"- model: `{record.request.model}` in {record.request.region}, {record.request.resolution}, {record.request.duration} s",
-            f"- task: `{record.task_id}`, fingerprint `{record.fingerprint[:16]}`",
-            f"- estimated cost: {price}" + (" (reused, nothing paid this run)" if video.reused else ""),
-            "",
-            *poster_lines(record.poster.url if record.poster else None, video.poster_view_url),
-            "## Prompt",
-            record.request.prompt or "_(none)_",
-            "",
-            "## Prompt as rewritten by the service",
-            record.actual_prompt or "_(not rewritten)_",
-        ]),
+        markdown="\n".join(
+            [
+                f"# {video.label}",
+                "",
+                f"- video: [{video.video_url}]({video.video_url})",
+                f"- model: `{record.request.model}` in {record.request.region}, {record.request.resolution}, {record.request.duration} s",
+                f"- task: `{record.task_id}`, fingerprint `{record.fingerprint[:16]}`",
+                f"- estimated cost: {price}" + (" (reused, nothing paid this run)" if video.reused else ""),
+                "",
+                *poster_lines(record.poster.url if record.poster else None, video.poster_view_url),
+                "## Prompt",
+                record.request.prompt or "_(none)_",
+                "",
+                "## Prompt as rewritten by the service",
+                record.actual_prompt or "_(not rewritten)_",
+            ]
+        ),
         key=f"{key}-prompts",
         description="Prompts and metadata of the archived video",
     )
@@ -58,8 +62,12 @@ async def report_archived(video: ArchivedVideo) -> None:
         ARCHIVED_EVENT,
         resource=_resource(video.fingerprint, video.label),
         payload={
-            "label": video.label, "fingerprint": video.fingerprint, "video_url": video.video_url,
-            "sidecar_url": video.sidecar_url, "task_id": video.task_id, "reused": video.reused,
+            "label": video.label,
+            "fingerprint": video.fingerprint,
+            "video_url": video.video_url,
+            "sidecar_url": video.sidecar_url,
+            "task_id": video.task_id,
+            "reused": video.reused,
         },
     )
 
@@ -84,27 +92,36 @@ def report_failed(label: str, fingerprint: Optional[str], error: BaseException, 
         FAILED_EVENT,
         resource=_resource(fingerprint or "unknown", label),
         payload={
-            "label": label, "fingerprint": fingerprint, "task_id": task_id, "error": type(error).__name__,
-            "code": getattr(error, "code", None), "message": str(error)[:2000],
+            "label": label,
+            "fingerprint": fingerprint,
+            "task_id": task_id,
+            "error": type(error).__name__,
+            "code": getattr(error, "code", None),
+            "message": str(error)[:2000],
         },
     )
 
 
 async def report_batch(result: BatchResult, key: str) -> None:
     """The run summary: every pair, what became of it, and what it cost (billed, from ``usage``)."""
-    rows = [
-        {
-            "label": v.label, "status": "reused" if v.reused else "archived", "video": v.video_url, "task_id": v.task_id,
-            "cost": "0 (reused)" if v.reused else price_text(v.record.cost), "detail": "",
-        }
-        for v in result.videos
-    ] + [
-        {"label": f.label, "status": "failed", "video": "", "task_id": f.task_id or "", "cost": "", "detail": f"{f.error}: {f.message}"[:300]}
-        for f in result.failures
-    ] + [
-        {"label": s.label, "status": "skipped for budget", "video": "", "task_id": "", "cost": "0", "detail": s.reason}
-        for s in result.skipped
-    ]
+    rows = (
+        [
+            {
+                "label": v.label,
+                "status": "reused" if v.reused else "archived",
+                "video": v.video_url,
+                "task_id": v.task_id,
+                "cost": "0 (reused)" if v.reused else price_text(v.record.cost),
+                "detail": "",
+            }
+            for v in result.videos
+        ]
+        + [
+            {"label": f.label, "status": "failed", "video": "", "task_id": f.task_id or "", "cost": "", "detail": f"{f.error}: {f.message}"[:300]}
+            for f in result.failures
+        ]
+        + [{"label": s.label, "status": "skipped for budget", "video": "", "task_id": "", "cost": "0", "detail": s.reason} for s in result.skipped]
+    )
     await acreate_table_artifact(table=rows, key=key, description=result.summary)
 
 
@@ -118,18 +135,20 @@ async def report_storyboard(label: str, record: StoryboardRecord, poster_view_ur
     rows = [f"| {s.index} | {s.label} | `{s.task_id}` | {s.seconds:g} s | [video]({s.video_url}) |" for s in record.segments]
     total = price_text(record.total_cost)
     await acreate_markdown_artifact(
-        markdown="\n".join([
-            f"# {label}",
-            "",
-            f"- video: [{record.video.url}]({record.video.url}), {record.probe.width}x{record.probe.height}, {record.probe.duration_seconds:g} s",
-            f"- joined by {record.stitch.method} ({record.stitch.reason})" + (", reused: nothing was paid this run" if reused else ""),
-            f"- estimated cost of the segments: {total}",
-            "",
-            *poster_lines(record.poster.url if record.poster else None, poster_view_url),
-            "| # | transition | task | length | archive |",
-            "|---|---|---|---|---|",
-            *rows,
-        ]),
+        markdown="\n".join(
+            [
+                f"# {label}",
+                "",
+                f"- video: [{record.video.url}]({record.video.url}), {record.probe.width}x{record.probe.height}, {record.probe.duration_seconds:g} s",
+                f"- joined by {record.stitch.method} ({record.stitch.reason})" + (", reused: nothing was paid this run" if reused else ""),
+                f"- estimated cost of the segments: {total}",
+                "",
+                *poster_lines(record.poster.url if record.poster else None, poster_view_url),
+                "| # | transition | task | length | archive |",
+                "|---|---|---|---|---|",
+                *rows,
+            ]
+        ),
         key=artifact_key(f"wan-storyboard-{label}"),
         description="Stitched storyboard",
     )

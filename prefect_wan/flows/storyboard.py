@@ -12,31 +12,28 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional, Union
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.events import emit_event
 from pydantic import BaseModel
 
-from prefect_wan.archive.destination import DEFAULT_DESTINATION, ArchiveDestination
+from prefect_wan.archive.destination import ArchiveDestination
 from prefect_wan.archive.probe import probe_video
 from prefect_wan.archive.record import ArchivedFile, CostEstimate, SegmentRecord, StitchRecord, StoryboardRecord
 from prefect_wan.archive.store import Download, archive_stem, find_archived, publish, sha256_of, sidecar_name
-from prefect_wan.blocks.coordination import WanCoordination, resolve_coordination
-from prefect_wan.blocks.credentials import WanCredentials
 from prefect_wan.client.errors import PreflightError, PreflightViolation, WanError
 from prefect_wan.client.images import redact_url
-from prefect_wan.client.polling import PollSchedule
 from prefect_wan.client.sizing import output_size
-from prefect_wan.flows.batch import DEFAULT_IN_FLIGHT
-from prefect_wan.flows.keyframes import Destination
-from prefect_wan.flows.models import ArchivedVideo, GenerationOptions, KeyframePair
-from prefect_wan.flows.pipeline import PairProgress, Slots, generate_pair, prepare_coordination, resolve_credentials
-from prefect_wan.flows.plan import PlannedAction, RunPlan, plan_pairs
+from prefect_wan.flows.models import ArchivedVideo, KeyframePair
+from prefect_wan.flows.parameters import InFlightParameters, RunParameters
+from prefect_wan.flows.pipeline import PairProgress
+from prefect_wan.flows.plan import PlannedAction, RunPlan, plan_run
+from prefect_wan.flows.prepared import PreparedPair
 from prefect_wan.flows.progress import RunProgress, announce
 from prefect_wan.flows.reporting import artifact_key, report_plan, report_storyboard
+from prefect_wan.flows.setup import RunSetup, wan_flow
 from prefect_wan.media.poster import contact_sheet
 from prefect_wan.media.stitch import Fit, stitch
-from prefect_wan.spend.budget import Budget, SkippedForBudgetError, SpendLedger
-from prefect_wan.spend.cancellation import cancel_queued_work, remember_run_credentials
+from prefect_wan.spend.budget import SkippedForBudgetError
 
 STORYBOARD_EVENT = "prefect_wan.storyboard.archived"
 STORYBOARD_VERSION = 1
@@ -74,11 +71,9 @@ def _transitions(keyframes: list[str], prompts: Union[str, list[Optional[str]], 
     ]
 
 
-async def _check_shapes(pairs: list[KeyframePair], options: GenerationOptions, credentials: WanCredentials,
-                        frame_storage_options: Optional[dict], fit: Optional[str]) -> tuple[list[str], bool]:
-    """Every transition preflighted (nothing sent); their fingerprints, and whether sizes differ."""
-    async with credentials.get_client() as client:
-        prepared = [await client.prepare(pair.to_request(options, frame_storage_options)) for pair in pairs]
+def _check_shapes(pairs: list[PreparedPair], fit: Optional[str]) -> bool:
+    """Whether the transitions differ in size; refused (nothing sent) when they do and ``fit`` is not given."""
+    prepared = [p.prepared for p in pairs]
     # The size each keyframe would give as a first frame: a keyframe of another shape would have
     # its transitions cropped or padded differently on either side of it.
     last = prepared[-1]
@@ -88,16 +83,22 @@ async def _check_shapes(pairs: list[KeyframePair], options: GenerationOptions, c
     differ = len(set(sizes)) > 1
     if differ and fit is None:
         first = sizes[0]
-        raise PreflightError([
-            PreflightViolation(
-                f"keyframes[{index}]", keyframe,
-                f"{PurePosixPath(redact_url(keyframe or '')).name} would make {size[0]}x{size[1]} transitions but keyframe 0 makes {first[0]}x{first[1]}: use keyframes of one "
-                "aspect ratio, or fit='pad' or 'crop'" if size and first else "its size cannot be known before sending",
-            )
-            for index, (keyframe, size) in enumerate(zip([p.first_frame for p in pairs] + [pairs[-1].last_frame], sizes))
-            if size != first
-        ])
-    return [p.fingerprint for p in prepared], differ
+        keyframes = [p.pair.first_frame for p in pairs] + [pairs[-1].pair.last_frame]
+        raise PreflightError(
+            [
+                PreflightViolation(
+                    f"keyframes[{index}]",
+                    keyframe,
+                    f"{PurePosixPath(redact_url(keyframe or '')).name} would make {size[0]}x{size[1]} transitions but keyframe 0 makes {first[0]}x{first[1]}: use keyframes of one "
+                    "aspect ratio, or fit='pad' or 'crop'"
+                    if size and first
+                    else "its size cannot be known before sending",
+                )
+                for index, (keyframe, size) in enumerate(zip(keyframes, sizes))
+                if size != first
+            ]
+        )
+    return differ
 
 
 def storyboard_fingerprint(segments: list[str], *, drop_boundary: bool, fit: Optional[str]) -> str:
@@ -116,108 +117,96 @@ def _total(videos: list[ArchivedVideo]) -> CostEstimate:
     if any(c.amount is None for c in costs) or len(currencies) != 1:
         return CostEstimate(note="unknown: some segment has no price, or prices differ in currency")
     return CostEstimate(
-        amount=round(sum(c.amount or 0 for c in costs), 6), currency=currencies.pop(), confirmed=all(c.confirmed for c in costs),
-        billed_seconds=sum(c.billed_seconds or 0 for c in costs), note="sum of the segments' list prices",
+        amount=round(sum(c.amount or 0 for c in costs), 6),
+        currency=currencies.pop(),
+        confirmed=all(c.confirmed for c in costs),
+        billed_seconds=sum(c.billed_seconds or 0 for c in costs),
+        note="sum of the segments' list prices",
     )
 
 
-@flow(
-    name="keyframes-storyboard", flow_run_name="wan-storyboard-{label}",
-    on_cancellation=[cancel_queued_work], on_crashed=[cancel_queued_work],
-)
+@wan_flow(name="keyframes-storyboard", flow_run_name="wan-storyboard-{label}")
 async def keyframes_storyboard(
     keyframes: list[str],
     prompts: Union[str, list[Optional[str]], None] = None,
-    options: GenerationOptions = GenerationOptions(),
     overrides: Optional[dict[int, dict[str, Any]]] = None,
     label: str = "storyboard",
-    credentials: Union[WanCredentials, str, None] = None,
-    destination: Destination = DEFAULT_DESTINATION,
-    storage_options: Optional[dict[str, Any]] = None,
     frame_storage_options: Optional[dict[str, Any]] = None,
     drop_boundary: bool = True,
     fit: Optional[Fit] = None,
-    max_in_flight: int = DEFAULT_IN_FLIGHT,
-    concurrency_limit: Optional[str] = None,
-    rate_limit: Optional[str] = None,
-    force: bool = False,
-    poll: Optional[PollSchedule] = None,
-    max_cost: Union[Budget, str, None] = None,
-    dry_run: bool = False,
-    coordination: Union[WanCoordination, str, None] = None,
+    run: RunParameters = RunParameters(),
+    flight: InFlightParameters = InFlightParameters(),
 ) -> Union[ArchivedStoryboard, RunPlan]:
     """Generate the N-1 transitions between N keyframes and stitch them, in order, into one MP4.
+
+    A storyboard is whole or useless: one that ``max_cost`` cannot cover is refused before
+    anything is sent. A dry run plans the transitions (archived, reusable, to submit, cost).
 
     Args:
         keyframes: Paths or URLs of the keyframes, in order.
         prompts: One prompt for every transition, or a list with one per transition.
-        options: Generation options for every transition.
         overrides: Per-transition fields (1-based): ``{2: {"seed": 7, "prompt": "..."}}``.
         label: Name of the storyboard; transitions are ``<label>-01``, ``<label>-02``...
+        frame_storage_options: fsspec options for reading fsspec-URL keyframes.
         drop_boundary: Show each inner keyframe once (clip i ends on the frame clip i+1 starts on).
         fit: When transitions would differ in size: ``pad`` or ``crop`` them to the first one's.
             Without it such keyframes are refused before anything is paid.
-        max_in_flight: Transitions submitted and unfinished at once.
-        max_cost: The most the storyboard may cost, with its currency ("5 CNY"). A storyboard is
-            whole or useless, so one the budget cannot cover is refused before anything is sent.
-        dry_run: Only plan the transitions (archived, reusable, to submit, cost); send nothing.
-        coordination: Where submission records and submit locks live: a WanCoordination block,
-            its saved name, or None (the block named by PREFECT_WAN_COORDINATION, else this machine).
 
     Returns:
         The stitched video's archive location and its sidecar record; re-runs reuse every archived
         transition and the storyboard itself.
     """
     logger = get_run_logger()
-    pairs = _transitions(keyframes, prompts, overrides or {}, label)
-    budget = Budget.coerce(max_cost)
-    resolved = await resolve_credentials(credentials)
-    target = ArchiveDestination.coerce(destination, storage_options)
-    segments, differ = await _check_shapes(pairs, options, resolved, frame_storage_options, fit)
-    shared = await (resolve_coordination(coordination) if dry_run else prepare_coordination(coordination))
-    if dry_run or budget is not None:
-        plan = await plan_pairs(pairs, options, resolved, target, budget=budget, force=force,
-                                frame_storage_options=frame_storage_options, journal=shared.journal())
-        if dry_run:
-            await report_plan(plan, key=artifact_key(f"wan-plan-{label}"))
-            logger.info("Dry run, nothing sent: %s", plan.summary)
-            return plan
+    transitions = _transitions(keyframes, prompts, overrides or {}, label)
+    setup = await RunSetup.resolve(run, frame_storage_options)
+    prepared = await setup.prepare_all(transitions)
+    differ = _check_shapes(prepared, fit)
+    if setup.dry_run:
+        plan = await plan_run(setup, prepared)
+        await report_plan(plan, key=artifact_key(f"wan-plan-{label}"))
+        logger.info("Dry run, nothing sent: %s", plan.summary)
+        return plan
+    pipeline = await setup.start(in_flight=flight.max_in_flight, concurrency_limit=flight.concurrency_limit, rate_limit=flight.rate_limit)
+    if setup.budget is not None:
+        plan = await plan_run(setup, prepared)
         if over := [p for p in plan.pairs if p.action is PlannedAction.OVER_BUDGET]:
-            raise SkippedForBudgetError(label, f"{len(over)} of its {len(pairs)} transitions are not covered ({plan.summary}); nothing was sent")
-    fingerprint = storyboard_fingerprint(segments, drop_boundary=drop_boundary, fit=fit)
-    stem = archive_stem(fingerprint, resolved.endpoint)
+            raise SkippedForBudgetError(label, f"{len(over)} of its {len(prepared)} transitions are not covered ({plan.summary}); nothing was sent")
+    target, endpoint = setup.destination, setup.credentials.endpoint
+    fingerprint = storyboard_fingerprint([p.fingerprint for p in prepared], drop_boundary=drop_boundary, fit=fit)
+    stem = archive_stem(fingerprint, endpoint)
 
     async def result(record: StoryboardRecord, reused: bool) -> ArchivedStoryboard:
         poster_view_url = target.viewable_url(record.poster.path) if record.poster else None
         await report_storyboard(label, record, poster_view_url, reused=reused)
         return ArchivedStoryboard(
-            label=label, fingerprint=fingerprint, video_url=record.video.url,
-            sidecar_url=target.public_url(target.path(sidecar_name(stem))), reused=reused, record=record,
+            label=label,
+            fingerprint=fingerprint,
+            video_url=record.video.url,
+            sidecar_url=target.public_url(target.path(sidecar_name(stem))),
+            reused=reused,
+            record=record,
             poster_view_url=poster_view_url,
         )
 
-    if not force and (existing := await find_archived(target, fingerprint, resolved.endpoint, record_type=StoryboardRecord)) is not None:
+    if not setup.force and (existing := await find_archived(target, fingerprint, endpoint, record_type=StoryboardRecord)) is not None:
         logger.info("%s: already archived at %s", label, existing.video.url)
         return await result(existing, reused=True)
 
     await asyncio.to_thread(target.check_writable)
-    remember_run_credentials(resolved, shared)
-    slots = Slots(asyncio.Semaphore(max_in_flight), concurrency_limit, rate_limit, SpendLedger(budget), shared)
-    progress = RunProgress(f"storyboard {label}", [PairProgress(label=pair.display_label()) for pair in pairs], slots.spend)
+    progress = RunProgress(f"storyboard {label}", [PairProgress(label=pair.label) for pair in prepared], pipeline.spend)
     announce(progress)
     outcomes = await asyncio.gather(
-        *(generate_pair(pair, options, credentials=resolved, destination=target, slots=slots, poll=poll, force=force,
-                        frame_storage_options=frame_storage_options, progress=pair_progress) for pair, pair_progress in zip(pairs, progress.pairs)),
+        *(pipeline.generate(pair, pair_progress) for pair, pair_progress in zip(prepared, progress.pairs)),
         return_exceptions=True,
     )
-    failed = [(pair.label, error) for pair, error in zip(pairs, outcomes) if isinstance(error, BaseException)]
+    failed = [(pair.label, error) for pair, error in zip(prepared, outcomes) if isinstance(error, BaseException)]
     if failed:
         raise StoryboardFailedError(
-            f"{len(failed)} of {len(pairs)} transitions failed (the others are archived and will be reused): "
+            f"{len(failed)} of {len(prepared)} transitions failed (the others are archived and will be reused): "
             + "; ".join(f"{name}: {type(error).__name__}: {error}" for name, error in failed)
         )
     videos: list[ArchivedVideo] = [v for v in outcomes if isinstance(v, ArchivedVideo)]
-    record = await _stitch_and_publish(videos, target, stem, fingerprint, resolved.endpoint, label, drop_boundary, fit, differ)
+    record = await _stitch_and_publish(videos, target, stem, fingerprint, endpoint, label, drop_boundary, fit, differ)
     logger.info("%s: %d transitions stitched by %s into %s", label, len(videos), record.stitch.method, record.video.url)
     emit_event(
         STORYBOARD_EVENT,
@@ -228,8 +217,15 @@ async def keyframes_storyboard(
 
 
 async def _stitch_and_publish(
-    videos: list[ArchivedVideo], target: ArchiveDestination, stem: str, fingerprint: str, endpoint: str, label: str,
-    drop_boundary: bool, fit: Optional[Fit], differ: bool,
+    videos: list[ArchivedVideo],
+    target: ArchiveDestination,
+    stem: str,
+    fingerprint: str,
+    endpoint: str,
+    label: str,
+    drop_boundary: bool,
+    fit: Optional[Fit],
+    differ: bool,
 ) -> StoryboardRecord:
     fs, _ = target.filesystem()
     with tempfile.TemporaryDirectory(prefix="prefect-wan-storyboard-") as spool:
@@ -243,17 +239,32 @@ async def _stitch_and_publish(
         probe = await asyncio.to_thread(probe_video, out)
         download = await asyncio.to_thread(_hashed, out)
         segments = [
-            SegmentRecord(index=i + 1, label=v.label, fingerprint=v.fingerprint, task_id=v.task_id, video_url=v.video_url,
-                          sidecar_url=v.sidecar_url, seconds=v.record.probe.duration_seconds, cost=v.record.cost)
+            SegmentRecord(
+                index=i + 1,
+                label=v.label,
+                fingerprint=v.fingerprint,
+                task_id=v.task_id,
+                video_url=v.video_url,
+                sidecar_url=v.sidecar_url,
+                seconds=v.record.probe.duration_seconds,
+                cost=v.record.cost,
+            )
             for i, v in enumerate(videos)
         ]
 
         def record_for(file: ArchivedFile) -> StoryboardRecord:
             return StoryboardRecord(
-                fingerprint=fingerprint, endpoint=endpoint, label=label, segments=segments,
-                stitch=StitchRecord(method=stitched.method, reason=stitched.reason, drop_boundary=drop_boundary, fit=fit,
-                                    dropped_frames=stitched.dropped_frames),
-                total_cost=_total(videos), archived_at=datetime.now(timezone.utc), video=file, probe=probe,
+                fingerprint=fingerprint,
+                endpoint=endpoint,
+                label=label,
+                segments=segments,
+                stitch=StitchRecord(
+                    method=stitched.method, reason=stitched.reason, drop_boundary=drop_boundary, fit=fit, dropped_frames=stitched.dropped_frames
+                ),
+                total_cost=_total(videos),
+                archived_at=datetime.now(timezone.utc),
+                video=file,
+                probe=probe,
             )
 
         # One frame per segment (where it starts in the stitched video), and the very last.

@@ -18,11 +18,13 @@ from typing import Literal, Optional
 import av
 from PIL import ImageOps
 
+from prefect_wan.client.errors import WanError
+
 Method = Literal["remux", "reencode"]
 Fit = Literal["pad", "crop"]
 
 
-class StitchError(ValueError):
+class StitchError(WanError, ValueError):
     """The clips cannot be joined; the message says which and why."""
 
 
@@ -65,8 +67,14 @@ def inspect_clip(path: Path) -> ClipInfo:
             sound = container.streams.audio[0].codec_context
             audio = (sound.name, sound.sample_rate, sound.channels)
         return ClipInfo(
-            path=path, codec=context.name, width=context.width, height=context.height, pix_fmt=context.pix_fmt,
-            rate=Fraction(video.average_rate or video.guessed_rate or 30), extradata=bytes(context.extradata or b""), audio=audio,
+            path=path,
+            codec=context.name,
+            width=context.width,
+            height=context.height,
+            pix_fmt=context.pix_fmt,
+            rate=Fraction(video.average_rate or video.guessed_rate or 30),
+            extradata=bytes(context.extradata or b""),
+            audio=audio,
         )
 
 
@@ -128,10 +136,7 @@ def _remux(infos: list[ClipInfo], out: Path, *, drop_boundary: bool) -> StitchRe
                     atb = audio_in.time_base
                     # Sound past this clip's last kept frame would overlap the next clip's, and the
                     # encoder's priming packet (negative time) would step back into the previous one.
-                    sound = [
-                        p for p in demuxed
-                        if p.stream.type == "audio" and 0 <= float(p.pts * atb) < length and start + float(p.dts * atb) > audio_end
-                    ]
+                    sound = [p for p in demuxed if p.stream.type == "audio" and 0 <= float(p.pts * atb) < length and start + float(p.dts * atb) > audio_end]
                     if sound:
                         audio_end = start + float(sound[-1].dts * atb)
                     _shift(sound, audio_out, output, start)

@@ -39,7 +39,7 @@ class Budget(BaseModel):
         return None
 
     @classmethod
-    def coerce(cls, value: Union["Budget", str, dict[str, Any], None], field: str = "max_cost") -> Optional["Budget"]:
+    def coerce(cls, value: Union[Budget, str, dict[str, Any], None], field: str = "max_cost") -> Optional[Budget]:
         """A Budget from a flow parameter: ``"12.5 CNY"``, ``{"amount": 12.5, "currency": "CNY"}`` or a Budget."""
         if value is None or isinstance(value, Budget):
             return value
@@ -85,9 +85,7 @@ class SpendLedger:
         if key in self._charges:
             return False
         if check and self.budget is not None:
-            reason = self.budget.refusal(
-                estimate, self.committed(self.budget.currency), spend="the run's committed spend", limit=f"max_cost {self.budget}"
-            )
+            reason = self.budget.refusal(estimate, self.committed(self.budget.currency), spend="the run's committed spend", limit=f"max_cost {self.budget}")
             if reason is not None:
                 raise SkippedForBudgetError(label or key, reason, estimate)
         self._charges[key] = estimate

@@ -18,8 +18,12 @@ def _priced(model: str, region: str, resolution: Optional[str], seconds: Optiona
     if price is None or seconds is None:
         return CostEstimate(billed_seconds=seconds, note="no published price for this model, region and tier")
     return CostEstimate(
-        amount=round(price.amount * seconds, 6), currency=price.currency, unit_price=price.amount,
-        billed_seconds=seconds, confirmed=price.confirmed, note="; ".join(filter(None, [note, price.note])),
+        amount=round(price.amount * seconds, 6),
+        currency=price.currency,
+        unit_price=price.amount,
+        billed_seconds=seconds,
+        confirmed=price.confirmed,
+        note="; ".join(filter(None, [note, price.note])),
     )
 
 

@@ -57,17 +57,19 @@ async def archive_video(
     destination: ArchiveDestination,
     label: Optional[str] = None,
     force: bool = False,
+    look_first: bool = True,
 ) -> ArchiveRecord:
     """Archive a finished video at ``{destination}/{stem}.mp4`` with a ``.json`` sidecar (the stem is
     the fingerprint, tagged with the endpoint unless it is a region's public host).
 
-    Already archived and valid: skipped. Otherwise: download to a spool file while hashing,
+    Already archived and valid: skipped (``look_first=False`` when the caller has just looked, as
+    the pair pipeline does before it submits). Otherwise: download to a spool file while hashing,
     check the length, decode it with PyAV, then publish video and sidecar atomically. Retried on
     transient download and storage errors; an expired URL is final.
     """
     logger = get_run_logger()
     endpoint = submitted.endpoint or ""
-    if not force and (existing := await find_archived(destination, submitted.fingerprint, endpoint)) is not None:
+    if look_first and not force and (existing := await find_archived(destination, submitted.fingerprint, endpoint)) is not None:
         logger.info("%s: already archived at %s", label or "pair", existing.video.url)
         return existing
     spec = lookup_model(request.model)
@@ -104,9 +106,7 @@ async def archive_video(
                 warnings=warnings,
             )
 
-        poster = await asyncio.to_thread(
-            contact_sheet, video.path, Path(spool) / "poster.png", frame_indices_for(probe.frames)
-        )
+        poster = await asyncio.to_thread(contact_sheet, video.path, Path(spool) / "poster.png", frame_indices_for(probe.frames))
         record = await publish(destination, video, record_for, stem=archive_stem(submitted.fingerprint, endpoint), poster=poster)
     logger.info("%s: archived %d bytes at %s", label or "pair", record.video.bytes, record.video.url)
     return record

@@ -36,13 +36,17 @@ async def poll_video(
     # One watcher per account serves every pair of this process: a few list queries per tick
     # whatever the number of tasks in flight, instead of one query per task.
     watcher = shared_watcher(
-        credentials.resolved_api_key().get_secret_value(), credentials.endpoint, credentials.get_client, schedule,
+        credentials.resolved_api_key().get_secret_value(),
+        credentials.endpoint,
+        credentials.get_client,
+        schedule,
     )
     video = await watcher.wait(submitted.task_id, model=submitted.model, submitted_at=submitted.submitted_at, on_status=on_status)
     if submitted.verify_prompt is not None and video.orig_prompt is not None and not same_prompt(submitted.verify_prompt, video.orig_prompt):
         raise AdoptedTaskMismatchError(
             f"task {submitted.task_id}, adopted after a lost create answer, was made from another prompt: it is "
             "not this pair's, so this pair's create never made a task",
-            code="AdoptedTaskMismatch", task_id=submitted.task_id,
+            code="AdoptedTaskMismatch",
+            task_id=submitted.task_id,
         )
     return video

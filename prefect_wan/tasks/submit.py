@@ -12,14 +12,14 @@ from prefect.tasks import exponential_backoff
 
 from prefect_wan.blocks.credentials import WanCredentials
 from prefect_wan.client.client import CreateCall, DashScopeClient, submitted_task
-from prefect_wan.client.errors import DashScopeError, SubmissionOutcomeUnknownError, ThrottledError, WanError
+from prefect_wan.client.errors import DashScopeError, SubmissionOutcomeUnknownError, ThrottledError
 from prefect_wan.client.preflight import PreparedRequest
 from prefect_wan.client.reconcile import Reconciliation, reconcile_lost_create
 from prefect_wan.client.request import KeyframeVideoRequest
 from prefect_wan.client.results import SubmittedTask
 from prefect_wan.client.wire import TaskResponse, parse_service_time
-from prefect_wan.tasks.caching import retry_if_transient, submission_cache_policy, submission_key
-from prefect_wan.tasks.journal import (
+from prefect_wan.ledger.journal import (
+    REUSABLE_FOR,
     AttemptState,
     JournalError,
     SubmissionAttempt,
@@ -29,23 +29,20 @@ from prefect_wan.tasks.journal import (
     process_task_ids,
     remember_task_ids,
 )
+from prefect_wan.tasks.caching import retry_if_transient, submission_cache_policy
 from prefect_wan.tasks.naming import run_name
 
 if TYPE_CHECKING:
     from prefect_wan.blocks.coordination import WanCoordination
 
 # Task ids answer for 24 h; an older cached id would poll into UNKNOWN.
-SUBMISSION_CACHE_EXPIRATION = timedelta(hours=23)
+SUBMISSION_CACHE_EXPIRATION = REUSABLE_FOR
 MAX_RETRY_AFTER = 300.0
 # Creates proven (by reconciliation) to have created nothing may be sent again, this often at most.
 MAX_SENDS = 3
 # While other creates of the same window have no recorded outcome yet, reconcile again this often.
 RIVAL_ROUNDS = 4
 RIVAL_WAIT_SECONDS = 2.0
-
-
-class FramesChangedError(WanError):
-    """The frames' content changed between computing the cache key and submitting."""
 
 
 @task(
@@ -60,17 +57,16 @@ class FramesChangedError(WanError):
     retry_condition_fn=retry_if_transient,
 )
 async def submit_video(
-    request: KeyframeVideoRequest,
+    request: Union[KeyframeVideoRequest, PreparedRequest],
     credentials: WanCredentials,
-    fingerprint: Optional[str] = None,
     label: Optional[str] = None,
     fresh: bool = False,
-    coordination: Optional["WanCoordination"] = None,
+    coordination: Optional[WanCoordination] = None,
 ) -> SubmittedTask:
     """Submit one keyframe pair and return the accepted task.
 
-    Cached on the request fingerprint (pass ``fingerprint`` when you already have it, to spare
-    reading the frames twice), and journaled before every create call, so retries, re-runs and
+    ``request`` is a request, or the request prepared by the caller (its frames read, checked and
+    hashed once: they are not read again). Cached on the request fingerprint, and journaled before every create call, so retries, re-runs and
     runs after a crash reuse the task instead of paying again. ``fresh`` asks for a new task even
     when one is recorded (after that one failed, or to generate again). ``coordination`` says where
     the records live (this machine's ``PREFECT_HOME`` by default); the caller picks the matching lock
@@ -84,19 +80,12 @@ async def submit_video(
     logger = get_run_logger()
     journal = coordination.journal() if coordination is not None else SubmissionJournal()
     async with credentials.get_client() as client:
-        prepared = await client.prepare(request)
-        if fingerprint and prepared.fingerprint != fingerprint:
-            raise FramesChangedError(
-                f"the frames of {label or 'this pair'} changed while it was being submitted; run again"
-            )
+        if isinstance(request, PreparedRequest) and request.region.value == credentials.region:
+            prepared = request
+        else:
+            prepared = await client.prepare(request.request if isinstance(request, PreparedRequest) else request)
         submission = _Submission(client, journal, prepared, credentials, label or "pair", logger)
         return await submission.run(fresh=fresh)
-
-
-async def recorded_submission(fingerprint: str, credentials: WanCredentials, journal: Optional[SubmissionJournal] = None) -> Optional[SubmittedTask]:
-    """The live task recorded for this work (which a run would adopt), if any. Sends nothing."""
-    record = await (journal or SubmissionJournal()).read(submission_key(fingerprint, credentials))
-    return record.reusable(SUBMISSION_CACHE_EXPIRATION) if record else None
 
 
 class _Submission:
@@ -112,13 +101,16 @@ class _Submission:
         logger: Union[logging.Logger, logging.LoggerAdapter],
     ) -> None:
         self.client, self.journal, self.prepared, self.label, self.logger = client, journal, prepared, label, logger
-        self.key = submission_key(prepared.fingerprint, credentials)
+        self.key = credentials.submission_key(prepared.fingerprint)
         self.endpoint = credentials.endpoint
 
     async def run(self, *, fresh: bool) -> SubmittedTask:
         record = await self.journal.read(self.key) or SubmissionRecord(
-            key=self.key, fingerprint=self.prepared.fingerprint, model=self.prepared.spec.name,
-            endpoint=self.endpoint, prompt=self.prepared.prompt,
+            key=self.key,
+            fingerprint=self.prepared.fingerprint,
+            model=self.prepared.spec.name,
+            endpoint=self.endpoint,
+            prompt=self.prepared.prompt,
         )
         if not fresh and (recorded := record.reusable(SUBMISSION_CACHE_EXPIRATION)) is not None:
             self.logger.info("%s: task %s is recorded for this work (submitted %s); reusing it", self.label, recorded.task_id, recorded.submitted_at)
@@ -144,7 +136,9 @@ class _Submission:
                 return submitted
         raise SubmissionOutcomeUnknownError(
             f"{MAX_SENDS} create calls for {self.label} got no answer, and none created a task; giving up for now",
-            code="SubmissionOutcomeUnknown", sent_at=record.attempts[-1].sent_at.isoformat(), model=self.prepared.spec.name,
+            code="SubmissionOutcomeUnknown",
+            sent_at=record.attempts[-1].sent_at.isoformat(),
+            model=self.prepared.spec.name,
         )
 
     async def _send(self, record: SubmissionRecord, attempt: SubmissionAttempt, call: CreateCall) -> Optional[SubmittedTask]:
@@ -179,7 +173,11 @@ class _Submission:
         await self._write_after_the_fact(record)
         self.logger.info(
             "%s %s: task %s (request %s, fingerprint %s)",
-            how.capitalize(), self.label, submitted.task_id, submitted.request_id, submitted.fingerprint[:12],
+            how.capitalize(),
+            self.label,
+            submitted.task_id,
+            submitted.request_id,
+            submitted.fingerprint[:12],
         )
         return submitted
 
@@ -225,7 +223,9 @@ class _Submission:
         await self._write_after_the_fact(record)
         error = lost or SubmissionOutcomeUnknownError(
             f"an earlier create for {self.label} (sent {attempt.sent_at.isoformat()}) has no known outcome",
-            code="SubmissionOutcomeUnknown", sent_at=attempt.sent_at.isoformat(), model=self.prepared.spec.name,
+            code="SubmissionOutcomeUnknown",
+            sent_at=attempt.sent_at.isoformat(),
+            model=self.prepared.spec.name,
         )
         error.candidates = outcome.candidates
         error.hint = (

@@ -19,7 +19,7 @@ try:
 except ImportError as missing:  # pragma: no cover - the [redis] extra is not installed
     raise ImportError("a Redis lock needs prefect-redis: pip install 'prefect-wan[redis]'") from missing
 
-from prefect_wan.tasks.locking import SUBMIT_LOCK_SECONDS
+from prefect_wan.ledger.locks import SUBMIT_LOCK_SECONDS
 
 
 class BoundedRedisLockManager(RedisLockManager):

@@ -23,9 +23,10 @@ from typing import Optional
 
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_logger, get_run_logger
+from prefect.settings import get_current_settings
 from pydantic import BaseModel, ValidationError
 
-from prefect_wan.liveness import process_alive, process_started
+from prefect_wan.ledger.liveness import process_alive, process_started
 
 SUBMIT_LOCK_SECONDS = 600.0
 _POLL = 0.1
@@ -142,7 +143,11 @@ class SubmitLockManager:
         _logger().info(
             "Waiting for the submit lock %s held by %s since %s (%.0f s so far); it is released when "
             "that run finishes submitting, or taken over at %s if that run died",
-            key[-16:], who, f"{info.acquired_at:%H:%M:%S} UTC" if info.acquired_at else "an unknown time", waited, until,
+            key[-16:],
+            who,
+            f"{info.acquired_at:%H:%M:%S} UTC" if info.acquired_at else "an unknown time",
+            waited,
+            until,
         )
 
     def acquire_lock(self, key: str, holder: str, acquire_timeout: Optional[float] = None, hold_timeout: Optional[float] = None) -> bool:
@@ -208,3 +213,9 @@ class _Waiting:
             self.manager._report_wait(self.key, holder, waited)
             self.next_report = waited + _REPORT_EVERY
         return False
+
+
+def default_lock_manager() -> SubmitLockManager:
+    """Locks under PREFECT_HOME: shared by every process of this machine. Workers on several
+    machines lock with Redis instead (``WanCoordination.redis_url``)."""
+    return SubmitLockManager(Path(get_current_settings().home) / "locks" / "prefect-wan")

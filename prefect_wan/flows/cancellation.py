@@ -21,7 +21,7 @@ from prefect_wan.blocks.credentials import WanCredentials
 from prefect_wan.client.client import DashScopeClient
 from prefect_wan.client.errors import DashScopeError, UnsupportedOperationError, WanError
 from prefect_wan.client.wire import TaskStatus
-from prefect_wan.tasks.journal import AttemptState, SubmissionJournal, SubmissionRecord, current_flow_run_id
+from prefect_wan.ledger.journal import AttemptState, SubmissionJournal, SubmissionRecord, current_flow_run_id
 
 STOPPED_EVENT = "prefect_wan.run.stopped"
 # Queries and cancels at once: well under the service's 20 queries/s, quick for hundreds of tasks.
@@ -42,7 +42,9 @@ class StoppedTasks(BaseModel):
     def describe(self) -> str:
         parts = [f"canceled {len(self.canceled)} queued task(s) at the service" + (f" ({', '.join(self.canceled)})" if self.canceled else "")]
         if self.running:
-            parts.append(f"{len(self.running)} already running will finish and bill; their records are kept, so the next run adopts them: {', '.join(self.running)}")
+            parts.append(
+                f"{len(self.running)} already running will finish and bill; their records are kept, so the next run adopts them: {', '.join(self.running)}"
+            )
         if self.finished:
             parts.append(f"{len(self.finished)} finished and will be archived by the next run without paying: {', '.join(self.finished)}")
         if self.creates_in_flight:

@@ -33,16 +33,17 @@ def render(progress: RunProgress) -> Group:
     for column in ("done", "generating", "queued", "failed", "skipped", "ETA", "spend"):
         table.add_column(column, justify="right" if column not in ("ETA", "spend") else "left")
     table.add_row(
-        f"{counts['done']}/{total}", str(counts["generating"]), str(counts["queued"]),
-        Text(str(counts["failed"]), style="red" if counts["failed"] else ""), str(counts["skipped"]),
-        duration_text(progress.eta_seconds()), progress.spend.describe(),
+        f"{counts['done']}/{total}",
+        str(counts["generating"]),
+        str(counts["queued"]),
+        Text(str(counts["failed"]), style="red" if counts["failed"] else ""),
+        str(counts["skipped"]),
+        duration_text(progress.eta_seconds()),
+        progress.spend.describe(),
     )
     now = time.monotonic()
     generating = [p for p in progress.pairs if p.stage in ("generating", "archiving")][:SHOWN_GENERATING]
-    lines = [
-        Text(f"  {p.label}: {p.stage}, task {p.task_id or '?'}, {duration_text(now - p.submitted_at) if p.submitted_at else ''}")
-        for p in generating
-    ]
+    lines = [Text(f"  {p.label}: {p.stage}, task {p.task_id or '?'}, {duration_text(now - p.submitted_at) if p.submitted_at else ''}") for p in generating]
     bar = Table.grid(padding=(0, 1))
     bar.add_row(ProgressBar(total=total or 1, completed=ended, width=40), f"{ended}/{total} ended")
     return Group(Text(f"prefect-wan: {progress.title}", style="bold"), bar, table, *lines)

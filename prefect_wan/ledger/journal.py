@@ -28,13 +28,15 @@ from fsspec.implementations.local import LocalFileSystem
 from prefect.settings import get_current_settings
 from pydantic import BaseModel, Field, ValidationError
 
-from prefect_wan.archive.store import replace_atomically
 from prefect_wan.client.errors import WanError
 from prefect_wan.client.results import SubmittedTask
+from prefect_wan.ledger.atomic import replace_atomically
 
 SUBMISSIONS_URL_ENV = "PREFECT_WAN_SUBMISSIONS_URL"
 # Task ids answer for 24 h; older records cannot be adopted or reconciled.
 TASK_LIFETIME = timedelta(hours=24)
+# A recorded task is adopted while younger than this; an older id would poll into UNKNOWN.
+REUSABLE_FOR = timedelta(hours=23)
 
 
 class AttemptState(str, Enum):
@@ -136,6 +138,11 @@ class SubmissionJournal:
 
     async def write(self, record: SubmissionRecord) -> None:
         await asyncio.to_thread(self._write, record)
+
+    async def recorded_task(self, key: str) -> Optional[SubmittedTask]:
+        """The live task recorded for this work (which a run would adopt), if any. Sends nothing."""
+        record = await self.read(key)
+        return record.reusable(REUSABLE_FOR) if record else None
 
     def _records_written_since(self, since: datetime) -> Iterator[SubmissionRecord]:
         """Every readable record written at or after ``since`` (older files are not even opened)."""

@@ -20,9 +20,9 @@ from prefect.locking.protocol import LockManager
 from pydantic import BaseModel, Field
 
 from prefect_wan.archive.record import CostEstimate
-from prefect_wan.archive.store import replace_atomically
+from prefect_wan.ledger.atomic import replace_atomically
+from prefect_wan.ledger.journal import SubmissionJournal
 from prefect_wan.spend.budget import Budget, SkippedForBudgetError
-from prefect_wan.tasks.journal import SubmissionJournal
 
 # The document is held only for a read and a write; a holder killed meanwhile frees it this soon.
 LOCK_HOLD_SECONDS = 30.0

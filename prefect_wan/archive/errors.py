@@ -1,0 +1,27 @@
+"""Errors of the archive: a destination that cannot be used, a video that did not arrive whole."""
+
+from __future__ import annotations
+
+from prefect_wan.client.errors import WanError
+
+
+class ArchiveDestinationError(WanError, OSError):
+    """The archive (or another store) cannot be read or written; found before anything is paid for."""
+
+
+class VideoDownloadError(WanError):
+    """The video could not be downloaded or stored completely."""
+
+    retryable = True
+
+
+class VideoUrlExpiredError(VideoDownloadError):
+    """The signed video URL no longer answers (24 h lifetime)."""
+
+    retryable = False
+
+
+class CorruptVideoError(WanError):
+    """The downloaded bytes are not a decodable video or do not match what was expected."""
+
+    retryable = True

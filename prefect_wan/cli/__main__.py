@@ -1,0 +1,3 @@
+from prefect_wan.cli.app import main
+
+main()

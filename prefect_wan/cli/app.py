@@ -1,0 +1,296 @@
+"""The ``prefect-wan`` command: generate one video, run a batch manifest or a storyboard, plan,
+list the archive, set the account's limits, or run the emulator. Exit codes: ``prefect_wan.cli.exits``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Optional
+
+import typer
+
+from prefect_wan.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_OVER_BUDGET
+from prefect_wan.cli.options import EMULATOR, GenerationFlags, TargetFlags
+from prefect_wan.cli.running import precheck, print_table, refusals, run, with_progress
+from prefect_wan.client.regions import Region
+from prefect_wan.signatures import expand_groups
+
+app = typer.Typer(help="Wan first-and-last-frame videos with Prefect.", no_args_is_help=True, add_completion=False)
+MANIFEST = typer.Argument(..., help="CSV, JSON or YAML manifest (path or fsspec URL).")
+
+
+@app.callback()
+def _group() -> None:
+    """Wan first-and-last-frame videos with Prefect."""
+
+
+@app.command()
+@expand_groups
+def generate(
+    first: str = typer.Argument(..., help="First frame: path or URL."),
+    last: str = typer.Argument(..., help="Last frame: path or URL."),
+    prompt: Optional[str] = typer.Option(None, help="What happens between the frames."),
+    label: Optional[str] = typer.Option(None, help="A readable name for the run and the sidecar."),
+    emulator: bool = EMULATOR,
+    how: GenerationFlags = GenerationFlags(),
+    where: TargetFlags = TargetFlags(),
+) -> None:
+    """Generate the video between two keyframes and archive it."""
+    from prefect_wan.flows import ArchivedVideo, KeyframePair, keyframes_to_video
+
+    options = how.options()
+    with where.service(emulator) as credentials:
+        try:
+            pair = KeyframePair.from_fields(first_frame=first, last_frame=last, prompt=prompt, label=label)
+        except refusals() as error:
+            typer.echo(f"Refused before sending: {error}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+
+        async def generate_pair() -> int:
+            video = await keyframes_to_video(
+                first,
+                last,
+                prompt=prompt,
+                options=options,
+                label=label,
+                credentials=credentials,
+                destination=where.dest,
+                force=where.force,
+                max_cost=where.max_cost,
+                coordination=where.coordination,
+            )
+            assert isinstance(video, ArchivedVideo)
+            typer.echo(f"video: {video.video_url}")
+            typer.echo(f"sidecar: {video.sidecar_url}")
+            if video.reused:
+                typer.echo("(already archived: nothing submitted or downloaded)")
+            return EXIT_OK
+
+        raise typer.Exit(run(generate_pair(), precheck(credentials, where.dest, pair=pair, options=options, max_cost=where.max_cost)))
+
+
+@app.command()
+@expand_groups
+def batch(
+    manifest: str = MANIFEST,
+    max_in_flight: int = typer.Option(6, help="Pairs submitted and not yet finished, at most (the service queues the rest of its slots' work)."),
+    fan_out: Optional[str] = typer.Option(
+        None, "--fan-out", help="Run each pair as a run of this pair-flow deployment (keyframes-to-video/NAME) on its work pool."
+    ),
+    emulator: bool = EMULATOR,
+    how: GenerationFlags = GenerationFlags(),
+    where: TargetFlags = TargetFlags(),
+) -> None:
+    """Generate and archive every pair of a manifest; exit 1 if any pair failed, 3 if the budget left some unsubmitted."""
+    from prefect_wan.flows import BatchFailedError, BatchResult, keyframes_batch
+
+    with where.service(emulator) as credentials:
+
+        async def run_batch() -> int:
+            try:
+                result = await with_progress(
+                    keyframes_batch(
+                        manifest=manifest,
+                        options=how.options(),
+                        credentials=credentials,
+                        destination=where.dest,
+                        max_in_flight=max_in_flight,
+                        force=where.force,
+                        max_cost=where.max_cost,
+                        coordination=where.coordination,
+                        fan_out=fan_out,
+                    )
+                )
+                assert isinstance(result, BatchResult)
+            except BatchFailedError as error:
+                typer.echo(f"batch: {error}", err=True)
+                return EXIT_FAILED
+            for video in result.videos:
+                typer.echo(f"{video.label}: {video.video_url}" + (" (already archived)" if video.reused else ""))
+            for skipped in result.skipped:
+                typer.echo(f"{skipped.label}: skipped for budget ({skipped.reason})")
+            typer.echo(result.summary)
+            return EXIT_OVER_BUDGET if result.skipped else EXIT_OK
+
+        raise typer.Exit(run(run_batch(), precheck(credentials, where.dest, manifest=manifest, max_cost=where.max_cost), watch=True))
+
+
+@app.command()
+@expand_groups
+def storyboard(
+    manifest: str = typer.Argument(..., help="YAML or JSON storyboard: keyframes (in order), prompts, label, overrides."),
+    fit: Optional[str] = typer.Option(None, help="pad or crop keyframes of another shape (refused otherwise)."),
+    keep_boundary: bool = typer.Option(False, "--keep-boundary", help="Show each inner keyframe twice (once per clip)."),
+    emulator: bool = EMULATOR,
+    how: GenerationFlags = GenerationFlags(),
+    where: TargetFlags = TargetFlags(),
+) -> None:
+    """Generate the transitions through every keyframe and stitch them into one video."""
+    from prefect_wan.flows import ArchivedStoryboard, keyframes_storyboard
+    from prefect_wan.flows.manifest import ManifestError, load_storyboard
+
+    if fit not in (None, "pad", "crop"):
+        typer.echo(f"Refused before sending: --fit={fit!r}: use pad or crop", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        spec = load_storyboard(manifest)
+    except ManifestError as error:
+        typer.echo(f"Refused before sending: {error}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    with where.service(emulator) as credentials:
+
+        async def run_storyboard() -> int:
+            board = await with_progress(
+                keyframes_storyboard(
+                    spec.keyframes,
+                    prompts=spec.prompts,
+                    options=how.options(),
+                    overrides=spec.overrides,
+                    label=spec.label,
+                    credentials=credentials,
+                    destination=where.dest,
+                    drop_boundary=not keep_boundary,
+                    fit=fit,
+                    force=where.force,
+                    max_cost=where.max_cost,
+                    coordination=where.coordination,
+                )
+            )
+            assert isinstance(board, ArchivedStoryboard)
+            typer.echo(f"storyboard: {board.video_url}")
+            typer.echo(f"sidecar: {board.sidecar_url}")
+            typer.echo(f"{len(board.record.segments)} transitions, joined by {board.record.stitch.method}" + (" (already archived)" if board.reused else ""))
+            return EXIT_OK
+
+        raise typer.Exit(run(run_storyboard(), precheck(credentials, where.dest, max_cost=where.max_cost), watch=True))
+
+
+@app.command()
+@expand_groups
+def plan(
+    manifest: str = MANIFEST,
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON instead of a table."),
+    how: GenerationFlags = GenerationFlags(),
+    where: TargetFlags = TargetFlags(),
+) -> None:
+    """Say what a batch would do and cost, pair by pair, without sending anything (a dry run)."""
+    from prefect_wan.flows import keyframes_batch
+    from prefect_wan.flows.plan import RunPlan
+
+    # No key is needed to plan: nothing is sent. The emulator is no use either, for the same reason.
+    with where.service(emulator=False) as credentials:
+
+        async def plan_batch() -> int:
+            planned = await keyframes_batch(
+                manifest=manifest,
+                options=how.options(),
+                credentials=credentials,
+                destination=where.dest,
+                force=where.force,
+                max_cost=where.max_cost,
+                dry_run=True,
+                coordination=where.coordination,
+            )
+            assert isinstance(planned, RunPlan)
+            if as_json:
+                typer.echo(planned.model_dump_json(indent=2))
+            else:
+                print_table(planned.rows(), f"Plan (nothing sent): {planned.summary}")
+            return EXIT_OK
+
+        raise typer.Exit(run(plan_batch(), precheck(credentials, where.dest, manifest=manifest, max_cost=where.max_cost, sends=False)))
+
+
+@app.command(name="ls")
+def list_archive_command(
+    dest: str = typer.Argument("./wan-archive", help="Archive: local path or fsspec URL (s3://bucket/prefix)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the entries as JSON."),
+) -> None:
+    """List the archived videos and storyboards, from their sidecars."""
+    import json
+
+    from prefect_wan.archive.destination import ArchiveDestination
+    from prefect_wan.archive.errors import ArchiveDestinationError
+    from prefect_wan.archive.listing import list_archive
+    from prefect_wan.flows.plan import cost_text
+
+    try:
+        entries, unreadable = list_archive(ArchiveDestination.coerce(dest))
+    except ArchiveDestinationError as error:
+        typer.echo(f"Cannot list: {error}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "entries": [e.model_dump(mode="json") for e in entries],
+                    "unreadable": [u.model_dump(mode="json") for u in unreadable],
+                },
+                indent=2,
+            )
+        )
+    else:
+        rows = [
+            {
+                "label": e.label or "",
+                "kind": e.kind,
+                "model": e.model or "",
+                "size": f"{e.width}x{e.height}",
+                "duration": f"{e.seconds:g} s",
+                "cost": cost_text(e.cost),
+                "archived": f"{e.archived_at:%Y-%m-%d %H:%M}",
+                "prompt": e.prompt_excerpt,
+            }
+            for e in entries
+        ]
+        total = len(entries)
+        print_table(rows, f"{total} archived in {dest}" if rows else f"nothing archived in {dest}")
+        for bad in unreadable:
+            typer.echo(f"unreadable sidecar {bad.path}: {bad.reason}", err=True)
+    raise typer.Exit(EXIT_FAILED if unreadable else EXIT_OK)
+
+
+@app.command()
+def limits(
+    name: str = typer.Argument("wan-account", help="Name of the concurrency limit; the rate limit is NAME-submit."),
+    running: int = typer.Option(2, help="Tasks the account runs at once (2 for kf2v, 5 for wan2.7 and wan3.0), plus what may queue ahead."),
+    submits_per_second: float = typer.Option(1.0, help="Submissions per second the account may make (the service allows 1-2)."),
+) -> None:
+    """Create (or update) the Prefect global limits that every run, on every machine, shares for one account."""
+    from prefect_wan.cli.limits import ensure_account_limits
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    concurrency, rate = asyncio.run(ensure_account_limits(name, running=running, submits_per_second=submits_per_second))
+    typer.echo(f"concurrency limit {concurrency!r}: {running} at once; rate limit {rate!r}: {submits_per_second:g} submissions/s")
+    typer.echo(f"Use: concurrency_limit={concurrency!r}, rate_limit={rate!r} (flow parameters or a WanCoordination block)")
+
+
+@app.command()
+def emulator(
+    port: int = typer.Option(8765, help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
+    region: Region = typer.Option(Region.SINGAPORE, help="Region whose model names are accepted."),
+    api_key: Optional[str] = typer.Option(None, help="API key to accept (default: the emulator's fixed key)."),
+    pending_seconds: float = typer.Option(1.0, help="Least time a task waits PENDING."),
+    running_seconds: float = typer.Option(3.0, help="Time a task spends RUNNING."),
+    submit_rps: Optional[float] = typer.Option(None, help="Submissions per second (default: the model's)."),
+) -> None:
+    """Serve the DashScope emulator until interrupted."""
+    from prefect_wan.emulator import EmulatorConfig, serve_forever
+
+    config = EmulatorConfig(
+        region=region,
+        pending_seconds=pending_seconds,
+        running_seconds=running_seconds,
+        submit_rps=submit_rps,
+    )
+    if api_key:
+        config = config.model_copy(update={"api_keys": [api_key]})
+    typer.echo(f"DashScope emulator ({region.value}) at http://{host}:{port}")
+    typer.echo(f"API key: {config.api_keys[0]}")
+    typer.echo(f"Use: WanCredentials(base_url='http://{host}:{port}', api_key=..., region='{region.value}')")
+    serve_forever(config, host=host, port=port)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,94 @@
+"""The options the CLI's commands share, declared once as groups (see ``prefect_wan.signatures``)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, Optional, Union
+
+import typer
+
+from prefect_wan.cli.exits import EXIT_BAD_INPUT
+from prefect_wan.client.regions import Region
+from prefect_wan.signatures import parameter_group
+
+if TYPE_CHECKING:
+    from prefect_wan.blocks import WanCredentials
+    from prefect_wan.flows import GenerationOptions
+
+
+@parameter_group
+@dataclass
+class GenerationFlags:
+    """How to generate: the run's ``GenerationOptions``."""
+
+    model: str = typer.Option(
+        "wan2.2-kf2v-flash",
+        help="Model: wan2.2-kf2v-flash, wanx2.1-kf2v-plus (Beijing), wan2.1-kf2v-plus (Singapore), wan2.7-i2v, wan3.0-video(-prime).",
+    )
+    resolution: Optional[str] = typer.Option(None, help="480P, 720P or 1080P (model default when omitted).")
+    duration: Optional[int] = typer.Option(None, help="Seconds: 5 for kf2v, 2-15 for wan2.7, 2-30 or -1 (smart) for wan3.0.")
+    seed: Optional[int] = typer.Option(None, help="Seed in [0, 2147483647].")
+    negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="What to avoid.")
+    prompt_extend: bool = typer.Option(True, "--prompt-extend/--no-prompt-extend", help="Let the service rewrite the prompt.")
+    watermark: bool = typer.Option(False, "--watermark/--no-watermark", help="Add the 'AI generated' mark.")
+
+    def options(self) -> GenerationOptions:
+        from prefect_wan.flows import GenerationOptions
+
+        return GenerationOptions(
+            model=self.model,
+            resolution=self.resolution,
+            duration=self.duration,
+            seed=self.seed,
+            negative_prompt=self.negative_prompt,
+            prompt_extend=self.prompt_extend,
+            watermark=self.watermark,
+        )
+
+
+@parameter_group
+@dataclass
+class TargetFlags:
+    """Where the service, the archive and the shared state are, and what the run may spend."""
+
+    dest: str = typer.Option("./wan-archive", "--dest", help="Archive: local path or fsspec URL (s3://bucket/prefix).")
+    credentials: Optional[str] = typer.Option(None, "--credentials", help="Name of a saved WanCredentials block.")
+    region: Region = typer.Option(Region.SINGAPORE, help="Region when no block is named (key from DASHSCOPE_API_KEY).")
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="Host override (a proxy or an emulator).")
+    workspace: Optional[str] = typer.Option(None, "--workspace", help="Workspace id; builds the workspace host in Tokyo, Frankfurt and Virginia.")
+    force: bool = typer.Option(False, "--force", help="Generate again even if archived.")
+    max_cost: Optional[str] = typer.Option(
+        None, "--max-cost", help="Most the run may commit, with its currency: '12.5 CNY', '3 USD'. Pairs past it are not submitted."
+    )
+    coordination: Optional[str] = typer.Option(
+        None, "--coordination", help="Name of a saved WanCoordination block (shared records and Redis lock, for several machines)."
+    )
+
+    @contextlib.contextmanager
+    def service(self, emulator: bool) -> Iterator[Union[WanCredentials, str]]:
+        """The credentials the command runs with: a local emulator's, a saved block's name, or built from the flags."""
+        if emulator:
+            from prefect_wan.emulator import run_emulator
+
+            with run_emulator(region=self.region) as emu:
+                typer.echo(f"Using the local emulator at {emu.base_url} (videos are its crossfade rendering)", err=True)
+                yield emu.credentials()
+            return
+        if self.credentials:
+            yield self.credentials
+            return
+        from pydantic import ValidationError
+
+        from prefect_wan.blocks import WanCredentials
+
+        try:
+            credentials = WanCredentials(region=self.region.value, base_url=self.base_url, workspace=self.workspace)
+        except ValidationError as error:
+            reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
+            typer.echo(f"Refused before sending: {reasons}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        yield credentials
+
+
+EMULATOR = typer.Option(False, "--emulator", help="Run against a local emulator started for this command.")

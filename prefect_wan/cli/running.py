@@ -1,0 +1,125 @@
+"""Running a flow from the CLI: checks before Prefect starts, progress beside it, exit codes after."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import Any, Awaitable, Coroutine, Optional, TypeVar, Union
+
+from rich.console import Console
+
+from prefect_wan.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OVER_BUDGET
+
+T = TypeVar("T")
+
+
+def refusals() -> tuple[type[BaseException], ...]:
+    """What is refused before anything is sent."""
+    from prefect_wan.archive.errors import ArchiveDestinationError
+    from prefect_wan.client.errors import MissingApiKeyError, PreflightError
+    from prefect_wan.flows.manifest import ManifestError
+    from prefect_wan.spend.budget import SkippedForBudgetError
+
+    return (PreflightError, ManifestError, MissingApiKeyError, ArchiveDestinationError, SkippedForBudgetError)
+
+
+async def precheck(
+    credentials: Union[Any, str],
+    dest: str,
+    *,
+    manifest: Optional[str] = None,
+    pair: Any = None,
+    options: Any = None,
+    max_cost: Optional[str] = None,
+    sends: bool = True,
+) -> None:
+    """Everything that can be refused without sending, checked before Prefect (or its temporary
+    server) starts: the budget, the key, the archive, the manifest or the pair and its frames (the
+    pair prepared here is handed over to the run, which does not read its frames again).
+    ``sends=False`` (a plan): no key is needed and nothing is written."""
+    from prefect_wan.archive.destination import ArchiveDestination
+    from prefect_wan.blocks import WanCredentials
+    from prefect_wan.flows.manifest import load_manifest
+    from prefect_wan.flows.prepared import hand_over
+    from prefect_wan.spend.budget import Budget
+
+    Budget.coerce(max_cost)
+    if sends:
+        if isinstance(credentials, WanCredentials):
+            credentials.resolved_api_key()
+        await asyncio.to_thread(ArchiveDestination.coerce(dest).check_writable)
+    if manifest is not None:
+        await asyncio.to_thread(load_manifest, manifest)
+    if pair is not None and isinstance(credentials, WanCredentials):
+        async with credentials.get_client() as client:
+            hand_over(await client.prepare(pair.to_request(options)))
+
+
+async def with_progress(flow_call: Awaitable[T]) -> T:
+    """A flow call with its progress shown beside it (live on a terminal, plain lines otherwise);
+    the display is gone by the time the caller prints the results."""
+    from prefect_wan.cli.display import follow, quiet_prefect_console
+    from prefect_wan.flows.progress import watching
+
+    console = Console(stderr=True)
+    with watching() as source, quiet_prefect_console(console.is_terminal):
+        display = asyncio.ensure_future(follow(source, console))
+        try:
+            return await flow_call
+        finally:
+            display.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await display
+
+
+def run(coroutine: Coroutine[Any, Any, int], check: Optional[Coroutine[Any, Any, None]] = None, *, watch: bool = False) -> int:
+    """Run a flow (with a spinner, unless it shows its own progress); map what went wrong to an exit code."""
+    from prefect_wan.client.errors import WanError
+    from prefect_wan.spend.budget import SkippedForBudgetError
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    console = Console(stderr=True)
+    try:
+        if check is not None:
+            asyncio.run(check)
+        if watch:
+            result = asyncio.run(coroutine)
+        else:
+            with console.status("Generating... (Prefect logs below; tasks take 1-5 minutes on the real service)"):
+                result = asyncio.run(coroutine)
+    except SkippedForBudgetError as error:
+        console.print(f"[yellow]Not submitted:[/yellow] {error}", highlight=False, soft_wrap=True)
+        return EXIT_OVER_BUDGET
+    except refusals() as error:
+        console.print(f"[red]Refused before sending:[/red] {error}", highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except (WanError, OSError) as error:
+        console.print(f"[red]Failed:[/red] {type(error).__name__}: {error}", highlight=False, soft_wrap=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        # By now the flow's crash hook has canceled its queued tasks and logged what it did.
+        console.print(
+            "[yellow]Interrupted:[/yellow] tasks still queued at the service were canceled; running ones finish "
+            "and bill, and the next run adopts them instead of paying again",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        coroutine.close()  # never started when a check refused the run
+    return result
+
+
+def print_table(rows: list[dict[str, Any]], caption: str) -> None:
+    from rich.table import Table
+
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:
+        console.width = 200  # a pipe or a file: no reason to wrap at 80 columns
+    table = Table(caption=caption, caption_justify="left")
+    for column in rows[0] if rows else ["(empty)"]:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(value) for value in row.values()))
+    console.print(table)
