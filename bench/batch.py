@@ -21,10 +21,13 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-wan-bench-")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.helpers
+
 import httpx  # noqa: E402
 
 from prefect_wan.archive.destination import ArchiveDestination  # noqa: E402
 from prefect_wan.archive.store import Download, download_video, publish  # noqa: E402
+from tests.helpers import record_stub  # noqa: E402
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -47,7 +50,7 @@ def archive_memory(megabytes: int = 256) -> None:
         async def run() -> Download:
             async with httpx.AsyncClient(timeout=60) as http:
                 video = await download_video(url, Path(spool) / "v.mp4", http=http)
-            await publish(ArchiveDestination(url=out), video, lambda file: _record_stub(file), stem="f" * 32)
+            await publish(ArchiveDestination(url=out), video, lambda file: record_stub(file), stem="f" * 32)
             return video
 
         tracemalloc.start()
@@ -60,22 +63,6 @@ def archive_memory(megabytes: int = 256) -> None:
         server.shutdown()
     print(f"archive: {video.bytes / 2**20:.0f} MiB downloaded, hashed, published in {elapsed:.1f} s")
     print(f"  peak Python allocations {peak / 2**20:.1f} MiB; peak RSS grew {(rss_after - rss_before) / 1024:.1f} MiB")
-
-
-def _record_stub(file):
-    from datetime import datetime, timezone
-
-    from prefect_wan.archive.record import ArchiveRecord, FrameRecord, RequestRecord, VideoProbe
-
-    return ArchiveRecord(
-        fingerprint="f" * 64,
-        task_id="bench",
-        archived_at=datetime.now(timezone.utc),
-        source_video_url="http://bench",
-        request=RequestRecord(model="bench", region="beijing", family="kf2v", first_frame=FrameRecord(source="-", sha256="-", bytes=0)),
-        video=file,
-        probe=VideoProbe(codec="none", fps=0, duration_seconds=0, width=0, height=0, frames=0),
-    )
 
 
 if __name__ == "__main__":

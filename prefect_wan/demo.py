@@ -14,8 +14,15 @@ from pathlib import Path
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 
 
+# The demo's own Prefect home, in the folder it runs from (ignored by git): its runs stay out of the
+# user's history, and a ~/.prefect database of another Prefect version cannot stop it.
+DEMO_HOME = ".prefect-demo"
+
+
 def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not os.environ.get("PREFECT_API_URL"):
+        os.environ["PREFECT_HOME"] = str(Path.cwd() / DEMO_HOME)
     from prefect_wan.client.polling import PollSchedule
     from prefect_wan.emulator import run_emulator
     from prefect_wan.flows import ArchivedVideo, GenerationOptions, keyframes_to_video

@@ -58,7 +58,7 @@ def emulator_server():
 def emulator(emulator_server):
     """The session's emulator, reset to fast defaults with no faults armed."""
     emulator_server.reset()
-    emulator_server.configure(**FAST, max_running=None, queue_limit=500, task_ttl_seconds=86400, video_ttl_seconds=86400)
+    emulator_server.configure(**FAST, max_running=None, queue_limit=500, task_ttl_seconds=86400, video_ttl_seconds=86400, video_file=None)
     yield emulator_server
     emulator_server.clear_faults()
 

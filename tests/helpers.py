@@ -75,3 +75,20 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             stop_process(self.process)
+
+
+def record_stub(file):
+    """A minimal sidecar record for publishing a file outside a flow (tests, benchmarks)."""
+    from datetime import datetime, timezone
+
+    from prefect_wan.archive.record import ArchiveRecord, FrameRecord, RequestRecord, VideoProbe
+
+    return ArchiveRecord(
+        fingerprint="f" * 64,
+        task_id="bench",
+        archived_at=datetime.now(timezone.utc),
+        source_video_url="http://bench",
+        request=RequestRecord(model="bench", region="beijing", family="kf2v", first_frame=FrameRecord(source="-", sha256="-", bytes=0)),
+        video=file,
+        probe=VideoProbe(codec="none", fps=0, duration_seconds=0, width=0, height=0, frames=0),
+    )

@@ -56,6 +56,13 @@ async def generate(emulator, seed, destination, **kwargs):
     )
 
 
+def archived(folder: Path) -> list[Path]:
+    """What a local archive holds; its ``.partials/`` (where writes are staged) must be empty."""
+    partials = folder / ".partials"
+    assert not partials.exists() or list(partials.iterdir()) == [], list(partials.iterdir())
+    return [p for p in folder.iterdir() if p.name != ".partials"]
+
+
 def stem(emulator, video) -> str:
     """Archive names of the emulator's videos: the fingerprint, tagged with the endpoint."""
     name = archive_stem(video.fingerprint, emulator.credentials().endpoint)
@@ -118,7 +125,7 @@ async def test_rerun_submits_and_downloads_nothing_unless_forced(prefect_harness
     assert counters.submissions_accepted == 1 and counters.downloads == 1
     forced = await generate(emulator, 102, str(tmp_path), force=True)
     assert not forced.reused and emulator.counters().submissions_accepted == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem(emulator, first)}.{ext}" for ext in ("json", "mp4", "png")]
+    assert sorted(p.name for p in archived(tmp_path)) == [f"{stem(emulator, first)}.{ext}" for ext in ("json", "mp4", "png")]
 
 
 async def test_flow_retry_reuses_the_submitted_task(prefect_harness, emulator, tmp_path):
@@ -197,7 +204,7 @@ async def test_an_archive_is_never_replaced_by_a_broken_one(prefect_harness, emu
     with pytest.raises(VideoDownloadError):
         await generate(emulator, 110, str(tmp_path), force=True)
     assert Path(good.record.video.path).read_bytes() == before
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".mp4", ".png"]
+    assert sorted(p.suffix for p in archived(tmp_path)) == [".json", ".mp4", ".png"]
 
 
 def _run_flow_in_subprocess(emulator, destination: str, seed: int) -> subprocess.Popen:

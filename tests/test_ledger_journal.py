@@ -30,7 +30,8 @@ async def test_a_record_reads_back_as_written_and_replaces_the_old_one(tmp_path)
     first.current = task("t1")
     await journal.write(first)
     again = await journal.read("k")
-    assert again == first and [p.name for p in tmp_path.iterdir()] == ["k.json"]
+    assert again == first and sorted(p.name for p in tmp_path.iterdir()) == [".partials", "k.json"]
+    assert list((tmp_path / ".partials").iterdir()) == []  # staged writes leave nothing behind
 
 
 async def test_an_unreadable_record_is_an_error_never_nothing_sent(tmp_path):

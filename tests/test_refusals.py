@@ -20,6 +20,7 @@ from prefect.client.orchestration import get_client
 
 from prefect_wan.archive.destination import ArchiveDestination, ArchiveDestinationError
 from prefect_wan.archive.store import archive_stem, find_archived
+from prefect_wan.blocks import WanCredentials
 from prefect_wan.client import KeyframeVideoRequest
 from prefect_wan.client.errors import PreflightError, VideoMissingError
 from prefect_wan.client.regions import Region
@@ -122,10 +123,19 @@ async def test_videos_are_never_reused_across_endpoints(prefect_harness, emulato
 
     mine = await generate(emulator, 501, str(tmp_path))
     assert mine.record.endpoint == emulator.credentials().endpoint
+    from prefect_wan.client.client import resolve_host
+
+    # Another endpoint: an emulator behind a host of its own (a proxy, say). A loopback address on
+    # another port is the same endpoint (the bundled emulator's identity does not depend on its port).
     with run_emulator(pending_seconds=0.05, running_seconds=0.2, submit_rps=1000.0) as other:
-        theirs = await keyframes_to_video(
-            FIRST, LAST, prompt="sunrise to noon", options=options(501), credentials=other.credentials(), destination=str(tmp_path), poll=POLL
-        )
+        undo = resolve_host("proxy.example.test", other.base_url)
+        try:
+            credentials = WanCredentials(api_key=other.api_key, region="singapore", base_url="http://proxy.example.test", min_submit_interval=0)
+            theirs = await keyframes_to_video(
+                FIRST, LAST, prompt="sunrise to noon", options=options(501), credentials=credentials, destination=str(tmp_path), poll=POLL
+            )
+        finally:
+            undo()
         assert not theirs.reused and other.counters().submissions_accepted == 1
     assert theirs.fingerprint == mine.fingerprint and theirs.video_url != mine.video_url
     assert Path(mine.record.video.path).exists() and Path(theirs.record.video.path).exists()
@@ -162,11 +172,12 @@ def _killed_while_publishing(destination: str) -> None:
 
 def test_partials_left_by_a_killed_publish_are_swept(tmp_path):
     _killed_while_publishing(str(tmp_path))
-    left = list(tmp_path.glob("video.mp4.partial-*"))
+    assert not (tmp_path / "video.mp4").exists()
+    left = list((tmp_path / ".partials").glob("video.mp4.partial-*"))
     assert len(left) == 1
     fs, root = ArchiveDestination(url=str(tmp_path)).ensure_root()
-    assert sweep_partials(fs, f"{root}/video.mp4") == [str(left[0])]
-    assert list(tmp_path.iterdir()) == []
+    assert sweep_partials(fs, root) == [str(left[0])]
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 def test_a_live_writers_partial_is_left_alone(tmp_path):
@@ -174,8 +185,9 @@ def test_a_live_writers_partial_is_left_alone(tmp_path):
     from prefect_wan.ledger.atomic import _partial_name
 
     live = _partial_name(f"{root}/video.mp4")  # this process: alive
+    fs.makedirs(str(Path(live).parent), exist_ok=True)
     fs.pipe_file(live, b"x")
-    assert sweep_partials(fs, f"{root}/video.mp4") == [] and Path(live).exists()
+    assert sweep_partials(fs, root) == [] and Path(live).exists()
 
 
 # --- odd answers -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any, Optional, Union
 
@@ -14,6 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from prefect_wan.archive.errors import ArchiveDestinationError
 
 DEFAULT_DESTINATION = "./wan-archive"
+UPLOAD_PART_ENV = "PREFECT_WAN_UPLOAD_PART_MIB"
+# Parts of this size stream to object stores, a few at once: memory stays flat whatever the video's
+# size (S3 takes parts of 5 MiB and more). Measured in bench/archive.py.
+DEFAULT_UPLOAD_PART_MIB = 8
+
+
+def _upload_part_mib() -> int:
+    return int(os.environ.get(UPLOAD_PART_ENV) or DEFAULT_UPLOAD_PART_MIB)
 
 
 class ArchiveDestination(BaseModel):
@@ -23,6 +32,12 @@ class ArchiveDestination(BaseModel):
 
     url: str = Field(default=DEFAULT_DESTINATION, description="fsspec URL or local path of the archive root.")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (e.g. s3fs key/secret/client_kwargs).")
+    upload_part_mib: int = Field(
+        default_factory=_upload_part_mib,
+        ge=5,
+        le=1024,
+        description=f"Size of the parts a video is uploaded in, on object stores (MiB; {UPLOAD_PART_ENV} sets the default).",
+    )
 
     @classmethod
     def coerce(cls, value: Union[ArchiveDestination, str, Any, None], storage_options: dict[str, Any] | None = None) -> ArchiveDestination:

@@ -19,9 +19,3 @@ class VideoUrlExpiredError(VideoDownloadError):
     """The signed video URL no longer answers (24 h lifetime)."""
 
     retryable = False
-
-
-class CorruptVideoError(WanError):
-    """The downloaded bytes are not a decodable video or do not match what was expected."""
-
-    retryable = True

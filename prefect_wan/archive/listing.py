@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from prefect_wan.archive.destination import ArchiveDestination
 from prefect_wan.archive.errors import ArchiveDestinationError
-from prefect_wan.archive.record import ArchiveRecord, CostEstimate, StoryboardRecord
+from prefect_wan.archive.record import ArchiveRecord, CostEstimate, ShotChecks, StoryboardRecord
 
 PROMPT_EXCERPT = 60
 
@@ -31,6 +31,13 @@ class ArchiveEntry(BaseModel):
     video_url: str
     sidecar_url: str
     task_id: Optional[str] = None
+    checks: Optional[ShotChecks] = Field(default=None, description="The shot checks (videos archived by this version).")
+
+    @property
+    def checks_text(self) -> str:
+        if self.checks is None:
+            return "not checked" if self.kind == "video" else ""
+        return "passed" if self.checks.passed else "failed: " + ", ".join(self.checks.failed)
 
     @property
     def prompt_excerpt(self) -> str:
@@ -79,7 +86,7 @@ def _entry(document: dict, sidecar_url: str) -> ArchiveEntry:
         return ArchiveEntry(
             kind="storyboard",
             label=board.label,
-            model=None,
+            model=", ".join(sorted({s.model for s in board.segments if s.model})) or None,
             width=board.probe.width,
             height=board.probe.height,
             seconds=board.probe.duration_seconds,
@@ -105,4 +112,5 @@ def _entry(document: dict, sidecar_url: str) -> ArchiveEntry:
         video_url=record.video.url,
         sidecar_url=sidecar_url,
         task_id=record.task_id,
+        checks=record.checks,
     )

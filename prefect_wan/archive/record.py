@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from pydantic import BaseModel, Field
 
-# 2: adds ``endpoint``.
-SIDECAR_SCHEMA_VERSION = 2
+# 2: adds ``endpoint``. 3: adds ``checks`` and ``takes``.
+SIDECAR_SCHEMA_VERSION = 3
 
 
 class FrameRecord(BaseModel):
@@ -54,6 +54,48 @@ class VideoProbe(BaseModel):
     audio_codec: Optional[str] = None
 
 
+class ShotCheck(BaseModel):
+    """One check of a shot: what was measured, the line it is held to, and the verdict."""
+
+    name: str = Field(description="first_frame, last_frame, black, frozen, duration or size.")
+    value: Union[float, str]
+    threshold: Union[float, str]
+    passed: bool
+
+
+class ShotChecks(BaseModel):
+    """The checks of one video against its keyframes and its request."""
+
+    passed: bool
+    items: list[ShotCheck] = Field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        return [item.name for item in self.items if not item.passed]
+
+    def summary(self) -> str:
+        """``passed`` or ``failed: last_frame 0.41 < 0.75, frozen 3.1 > 2``."""
+        if self.passed:
+            return "passed"
+        return "failed: " + ", ".join(
+            f"{i.name} {i.value} {'<' if i.name.endswith('_frame') else '>' if isinstance(i.value, float) else '!='} {i.threshold}"
+            for i in self.items
+            if not i.passed
+        )
+
+
+class TakeRecord(BaseModel):
+    """One take of a pair under a quality gate."""
+
+    take: int = Field(description="1 is the pair as asked; later takes change only the seed.")
+    fingerprint: str
+    seed: Optional[int] = None
+    task_id: str
+    video_url: str
+    checks: Optional[ShotChecks] = None
+    chosen: bool = False
+
+
 class CostEstimate(BaseModel):
     amount: Optional[float] = None
     currency: Optional[str] = None
@@ -94,6 +136,8 @@ class ArchiveRecord(BaseModel):
     probe: VideoProbe
     poster: Optional[ArchivedFile] = Field(default=None, description="PNG contact sheet: first, middle and last frames.")
     warnings: list[str] = Field(default_factory=list)
+    checks: Optional[ShotChecks] = Field(default=None, description="The shot checks: keyframe adherence, black, frozen, duration, size.")
+    takes: list[TakeRecord] = Field(default_factory=list, description="Under a quality gate: every take of the pair, and which one was chosen.")
     producer: str = "prefect-wan"
 
 
@@ -108,6 +152,7 @@ class SegmentRecord(BaseModel):
     sidecar_url: str
     seconds: float
     cost: CostEstimate
+    model: Optional[str] = None
 
 
 class StitchRecord(BaseModel):

@@ -11,7 +11,7 @@ import typer
 
 from prefect_wan.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_OVER_BUDGET
 from prefect_wan.cli.options import EMULATOR, GenerationFlags, TargetFlags
-from prefect_wan.cli.running import precheck, print_table, refusals, run, with_progress
+from prefect_wan.cli.running import precheck, print_table, refusal_text, refusals, run, with_progress
 from prefect_wan.client.regions import Region
 from prefect_wan.signatures import expand_groups
 
@@ -43,7 +43,7 @@ def generate(
         try:
             pair = KeyframePair.from_fields(first_frame=first, last_frame=last, prompt=prompt, label=label)
         except refusals() as error:
-            typer.echo(f"Refused before sending: {error}", err=True)
+            typer.echo(f"Refused before sending: {refusal_text(error)}", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
 
         async def generate_pair() -> int:
@@ -66,7 +66,8 @@ def generate(
                 typer.echo("(already archived: nothing submitted or downloaded)")
             return EXIT_OK
 
-        raise typer.Exit(run(generate_pair(), precheck(credentials, where.dest, pair=pair, options=options, max_cost=where.max_cost)))
+        check = precheck(credentials, where.dest, pair=pair, options=options, max_cost=where.max_cost)
+        raise typer.Exit(run(generate_pair(), check, verbose=where.verbose))
 
 
 @app.command()
@@ -103,16 +104,22 @@ def batch(
                 )
                 assert isinstance(result, BatchResult)
             except BatchFailedError as error:
-                typer.echo(f"batch: {error}", err=True)
-                return EXIT_FAILED
+                if error.result is None:
+                    typer.echo(f"batch: {error}", err=True)
+                    return EXIT_FAILED
+                result = error.result
+                for failure in result.failures:  # one line each; the tracebacks are in Prefect's logs
+                    first_line = failure.message.splitlines()[0] if failure.message else ""
+                    typer.echo(f"{failure.label}: failed: {failure.code or failure.error}: {first_line}", err=True)
             for video in result.videos:
                 typer.echo(f"{video.label}: {video.video_url}" + (" (already archived)" if video.reused else ""))
             for skipped in result.skipped:
                 typer.echo(f"{skipped.label}: skipped for budget ({skipped.reason})")
-            typer.echo(result.summary)
-            return EXIT_OVER_BUDGET if result.skipped else EXIT_OK
+            typer.echo(result.headline)
+            return EXIT_FAILED if result.failures else EXIT_OVER_BUDGET if result.skipped else EXIT_OK
 
-        raise typer.Exit(run(run_batch(), precheck(credentials, where.dest, manifest=manifest, max_cost=where.max_cost), watch=True))
+        check = precheck(credentials, where.dest, manifest=manifest, options=how.options(), max_cost=where.max_cost, region=where.region.value)
+        raise typer.Exit(run(run_batch(), check, watch=True, verbose=where.verbose))
 
 
 @app.command()
@@ -135,7 +142,7 @@ def storyboard(
     try:
         spec = load_storyboard(manifest)
     except ManifestError as error:
-        typer.echo(f"Refused before sending: {error}", err=True)
+        typer.echo(f"Refused before sending: {refusal_text(error)}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     with where.service(emulator) as credentials:
 
@@ -162,7 +169,15 @@ def storyboard(
             typer.echo(f"{len(board.record.segments)} transitions, joined by {board.record.stitch.method}" + (" (already archived)" if board.reused else ""))
             return EXIT_OK
 
-        raise typer.Exit(run(run_storyboard(), precheck(credentials, where.dest, max_cost=where.max_cost), watch=True))
+        from prefect_wan.flows.storyboard import transitions
+
+        try:
+            pairs = transitions(spec.keyframes, spec.prompts, spec.overrides, spec.label)
+        except refusals() as error:
+            typer.echo(f"Refused before sending: {refusal_text(error)}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        check = precheck(credentials, where.dest, pairs=pairs, options=how.options(), max_cost=where.max_cost, region=where.region.value)
+        raise typer.Exit(run(run_storyboard(), check, watch=True, verbose=where.verbose))
 
 
 @app.command()
@@ -173,32 +188,49 @@ def plan(
     how: GenerationFlags = GenerationFlags(),
     where: TargetFlags = TargetFlags(),
 ) -> None:
-    """Say what a batch would do and cost, pair by pair, without sending anything (a dry run)."""
-    from prefect_wan.flows import keyframes_batch
-    from prefect_wan.flows.plan import RunPlan
+    """Say what a batch would do and cost, pair by pair, without sending anything (a dry run).
+
+    Starts no Prefect server: the plan's table artifact is written only when one is configured
+    (PREFECT_API_URL). Exit 2 when a pair is refused."""
 
     # No key is needed to plan: nothing is sent. The emulator is no use either, for the same reason.
     with where.service(emulator=False) as credentials:
 
         async def plan_batch() -> int:
-            planned = await keyframes_batch(
-                manifest=manifest,
-                options=how.options(),
-                credentials=credentials,
-                destination=where.dest,
+            from prefect.settings import PREFECT_API_URL
+
+            from prefect_wan.archive.destination import ArchiveDestination
+            from prefect_wan.blocks import WanCoordination
+            from prefect_wan.blocks.coordination import resolve_coordination
+            from prefect_wan.flows.batch import unique_labels
+            from prefect_wan.flows.manifest import load_manifest
+            from prefect_wan.flows.plan import PlannedAction, plan_pairs
+            from prefect_wan.flows.reporting import artifact_key, report_plan
+            from prefect_wan.flows.setup import resolve_credentials
+            from prefect_wan.spend.budget import Budget
+
+            pairs = unique_labels(await asyncio.to_thread(load_manifest, manifest))
+            coordination = await resolve_coordination(where.coordination) if where.coordination else WanCoordination()
+            planned = await plan_pairs(
+                pairs,
+                how.options(),
+                await resolve_credentials(credentials),
+                ArchiveDestination.coerce(where.dest),
+                budget=Budget.coerce(where.max_cost),
                 force=where.force,
-                max_cost=where.max_cost,
-                dry_run=True,
-                coordination=where.coordination,
+                coordination=coordination,
             )
-            assert isinstance(planned, RunPlan)
+            if PREFECT_API_URL.value():
+                await report_plan(planned, key=artifact_key("wan-plan"))
             if as_json:
                 typer.echo(planned.model_dump_json(indent=2))
             else:
                 print_table(planned.rows(), f"Plan (nothing sent): {planned.summary}")
-            return EXIT_OK
+            return EXIT_BAD_INPUT if any(p.action is PlannedAction.REFUSED for p in planned.pairs) else EXIT_OK
 
-        raise typer.Exit(run(plan_batch(), precheck(credentials, where.dest, manifest=manifest, max_cost=where.max_cost, sends=False)))
+        raise typer.Exit(
+            run(plan_batch(), precheck(credentials, where.dest, manifest=manifest, max_cost=where.max_cost, sends=False), quiet=True, needs_prefect=False)
+        )
 
 
 @app.command(name="ls")
@@ -238,6 +270,7 @@ def list_archive_command(
                 "size": f"{e.width}x{e.height}",
                 "duration": f"{e.seconds:g} s",
                 "cost": cost_text(e.cost),
+                "checks": e.checks_text,
                 "archived": f"{e.archived_at:%Y-%m-%d %H:%M}",
                 "prompt": e.prompt_excerpt,
             }
@@ -288,7 +321,7 @@ def emulator(
         config = config.model_copy(update={"api_keys": [api_key]})
     typer.echo(f"DashScope emulator ({region.value}) at http://{host}:{port}")
     typer.echo(f"API key: {config.api_keys[0]}")
-    typer.echo(f"Use: WanCredentials(base_url='http://{host}:{port}', api_key=..., region='{region.value}')")
+    typer.echo(f"Use: WanCredentials(base_url='http://{host}:{port}', api_key='{config.api_keys[0]}', region='{region.value}')")
     serve_forever(config, host=host, port=port)
 
 

@@ -79,20 +79,18 @@ async def follow(source: ProgressSource, console: Console) -> None:
 
 
 @contextlib.contextmanager
-def quiet_prefect_console(live: bool) -> Iterator[None]:
-    """While a live display owns the terminal, Prefect's console logs show warnings and errors only
-    (every log still reaches the Prefect API and UI)."""
-    if not live:
-        yield
-        return
+def quiet_prefect_console(level: int) -> Iterator[None]:
+    """Prefect's console logs at ``level`` and above only, for as long as the block runs (every log
+    still reaches the Prefect API and UI): a live display owns the terminal, and a command says
+    what became of each pair itself, one line each, where Prefect would print tracebacks."""
     from prefect.logging.handlers import PrefectConsoleHandler
 
     handlers = [h for name in ("prefect", "") for h in logging.getLogger(name).handlers if isinstance(h, PrefectConsoleHandler)]
     levels = [h.level for h in handlers]
     for handler in handlers:
-        handler.setLevel(max(handler.level, logging.WARNING))
+        handler.setLevel(max(handler.level, level))
     try:
         yield
     finally:
-        for handler, level in zip(handlers, levels):
-            handler.setLevel(level)
+        for handler, old in zip(handlers, levels):
+            handler.setLevel(old)

@@ -64,6 +64,7 @@ class TargetFlags:
     coordination: Optional[str] = typer.Option(
         None, "--coordination", help="Name of a saved WanCoordination block (shared records and Redis lock, for several machines)."
     )
+    verbose: bool = typer.Option(False, "--verbose", help="Show Prefect's own logs on the terminal, tracebacks included.")
 
     @contextlib.contextmanager
     def service(self, emulator: bool) -> Iterator[Union[WanCredentials, str]]:

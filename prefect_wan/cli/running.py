@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from typing import Any, Awaitable, Coroutine, Optional, TypeVar, Union
 
 from rich.console import Console
 
 from prefect_wan.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OVER_BUDGET
+from prefect_wan.cli.prefect_home import unopenable_database
 
 T = TypeVar("T")
 
@@ -24,6 +26,39 @@ def refusals() -> tuple[type[BaseException], ...]:
     return (PreflightError, ManifestError, MissingApiKeyError, ArchiveDestinationError, SkippedForBudgetError)
 
 
+def check_all(pairs: list[Any], options: Any, region: str) -> None:
+    """Every pair's rules that need no I/O (a wrong option refuses them all): one refusal, each
+    broken rule named once, with how many pairs break it."""
+    from prefect_wan.client.errors import PreflightError, PreflightViolation
+    from prefect_wan.client.preflight import check_request
+
+    broken: dict[str, tuple[PreflightViolation, list[str]]] = {}
+    for pair in pairs:
+        try:
+            check_request(pair.to_request(options), region)
+        except PreflightError as refused:
+            for violation in refused.violations:
+                broken.setdefault(str(violation), (violation, []))[1].append(pair.display_label())
+    if broken:
+        raise PreflightError(
+            [
+                PreflightViolation(
+                    v.field, v.value, v.rule + (f" ({len(labels)} pairs: {', '.join(labels[:3])}{'...' if len(labels) > 3 else ''})" if len(pairs) > 1 else "")
+                )
+                for v, labels in broken.values()
+            ]
+        )
+
+
+def refusal_text(error: BaseException) -> str:
+    """What was refused, without saying "refused before sending" twice; one rule on one line."""
+    from prefect_wan.client.errors import PreflightError
+
+    if isinstance(error, PreflightError) and len(error.violations) == 1:
+        return str(error.violations[0])
+    return str(error).removeprefix("request refused before sending ").strip()
+
+
 async def precheck(
     credentials: Union[Any, str],
     dest: str,
@@ -33,10 +68,13 @@ async def precheck(
     options: Any = None,
     max_cost: Optional[str] = None,
     sends: bool = True,
+    pairs: Optional[list[Any]] = None,
+    region: str = "singapore",
 ) -> None:
     """Everything that can be refused without sending, checked before Prefect (or its temporary
-    server) starts: the budget, the key, the archive, the manifest or the pair and its frames (the
-    pair prepared here is handed over to the run, which does not read its frames again).
+    server) starts: the budget, the key, the archive, the manifest or the pairs' rules (each pair's
+    rules that need no I/O, with ``options``), or the pair and its frames (the pair prepared here is
+    handed over to the run, which does not read its frames again).
     ``sends=False`` (a plan): no key is needed and nothing is written."""
     from prefect_wan.archive.destination import ArchiveDestination
     from prefect_wan.blocks import WanCredentials
@@ -50,7 +88,9 @@ async def precheck(
             credentials.resolved_api_key()
         await asyncio.to_thread(ArchiveDestination.coerce(dest).check_writable)
     if manifest is not None:
-        await asyncio.to_thread(load_manifest, manifest)
+        pairs = await asyncio.to_thread(load_manifest, manifest)
+    if pairs and options is not None:
+        check_all(pairs, options, credentials.region if isinstance(credentials, WanCredentials) else region)
     if pair is not None and isinstance(credentials, WanCredentials):
         async with credentials.get_client() as client:
             hand_over(await client.prepare(pair.to_request(options)))
@@ -63,7 +103,7 @@ async def with_progress(flow_call: Awaitable[T]) -> T:
     from prefect_wan.flows.progress import watching
 
     console = Console(stderr=True)
-    with watching() as source, quiet_prefect_console(console.is_terminal):
+    with watching() as source, quiet_prefect_console(logging.WARNING if console.is_terminal else logging.NOTSET):
         display = asyncio.ensure_future(follow(source, console))
         try:
             return await flow_call
@@ -73,8 +113,16 @@ async def with_progress(flow_call: Awaitable[T]) -> T:
                 await display
 
 
-def run(coroutine: Coroutine[Any, Any, int], check: Optional[Coroutine[Any, Any, None]] = None, *, watch: bool = False) -> int:
-    """Run a flow (with a spinner, unless it shows its own progress); map what went wrong to an exit code."""
+def run(
+    coroutine: Coroutine[Any, Any, int],
+    check: Optional[Coroutine[Any, Any, None]] = None,
+    *,
+    watch: bool = False,
+    quiet: bool = False,
+    needs_prefect: bool = True,
+    verbose: bool = False,
+) -> int:
+    """Run a flow (with a spinner, unless it shows its own progress or is ``quiet``); map what went wrong to an exit code."""
     from prefect_wan.client.errors import WanError
     from prefect_wan.spend.budget import SkippedForBudgetError
 
@@ -83,24 +131,34 @@ def run(coroutine: Coroutine[Any, Any, int], check: Optional[Coroutine[Any, Any,
     try:
         if check is not None:
             asyncio.run(check)
-        if watch:
-            result = asyncio.run(coroutine)
-        else:
-            with console.status("Generating... (Prefect logs below; tasks take 1-5 minutes on the real service)"):
+        if needs_prefect and (why := unopenable_database()) is not None:
+            console.print(f"[red]Cannot start Prefect:[/red] {why}", highlight=False, soft_wrap=True)
+            return EXIT_BAD_INPUT
+        from prefect_wan.cli.display import quiet_prefect_console
+
+        # Prefect's own logs (a temporary server starting, tracebacks) stay in Prefect unless asked for.
+        with quiet_prefect_console(logging.NOTSET if verbose else logging.CRITICAL):
+            if watch or quiet:
                 result = asyncio.run(coroutine)
+            else:
+                with console.status("Generating... (tasks take 1-5 minutes on the real service; --verbose shows Prefect's logs)"):
+                    result = asyncio.run(coroutine)
     except SkippedForBudgetError as error:
         console.print(f"[yellow]Not submitted:[/yellow] {error}", highlight=False, soft_wrap=True)
         return EXIT_OVER_BUDGET
     except refusals() as error:
-        console.print(f"[red]Refused before sending:[/red] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[red]Refused before sending:[/red] {refusal_text(error)}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     except (WanError, OSError) as error:
         console.print(f"[red]Failed:[/red] {type(error).__name__}: {error}", highlight=False, soft_wrap=True)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        # By now the flow's crash hook has canceled its queued tasks and logged what it did.
+        # By now the flow's crash hook has canceled its queued tasks: say what it did.
+        from prefect_wan.flows.cancellation import stopped_in_this_process
+
+        done = "; ".join(report.describe() for report in stopped_in_this_process())
         console.print(
-            "[yellow]Interrupted:[/yellow] tasks still queued at the service were canceled; running ones finish "
+            f"[yellow]Interrupted:[/yellow] {done or 'tasks still queued at the service were canceled'}; running ones finish "
             "and bill, and the next run adopts them instead of paying again",
             highlight=False,
             soft_wrap=True,

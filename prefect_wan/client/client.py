@@ -379,6 +379,7 @@ class DashScopeClient:
                 model=create_model,
                 request_id=answered.request_id,
                 status_code=response.status_code,
+                answered=answered,
             )
         if response.is_success:
             try:

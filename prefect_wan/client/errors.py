@@ -153,10 +153,13 @@ class SubmissionOutcomeUnknownError(DashScopeError):
     the window in which to look for the task with the list API.
     """
 
-    def __init__(self, message: str, *, sent_at: str, model: str, candidates: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, message: str, *, sent_at: str, model: str, candidates: list[str] | None = None, answered: DashScopeError | None = None, **kwargs: Any
+    ) -> None:
         self.sent_at = sent_at
         self.model = model
         self.candidates = list(candidates or [])
+        self.answered = answered  # the service's own error, when it did answer (a 5xx): ambiguous, not absent
         super().__init__(message, **kwargs)
 
 

@@ -7,6 +7,7 @@ fingerprint and the predicted output size.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -174,17 +175,6 @@ async def prepare(request: KeyframeVideoRequest, region: Region | str, *, http: 
     first: LoadedMedia = loaded["first_frame"]  # type: ignore[assignment]
     last: Optional[LoadedMedia] = loaded.get("last_frame")  # type: ignore[assignment]
     audio: Optional[LoadedMedia] = loaded.get("driving_audio")  # type: ignore[assignment]
-    fingerprint = request_fingerprint(
-        model=checked.spec.name,
-        region=checked.region.value,
-        parameters=checked.parameters.model_dump(),
-        prompt=checked.prompt,
-        negative_prompt=checked.negative_prompt,
-        template=request.template,
-        first_frame_sha256=first.sha256,
-        last_frame_sha256=last.sha256 if last else None,
-        driving_audio_sha256=audio.sha256 if audio else None,
-    )
     resolution = checked.parameters.resolution or checked.spec.default_resolution
     size = output_size(checked.parameters.ratio, first.width, first.height, resolution)
     return PreparedRequest(
@@ -192,9 +182,35 @@ async def prepare(request: KeyframeVideoRequest, region: Region | str, *, http: 
         first_frame=first,
         last_frame=last,
         driving_audio=audio,
-        fingerprint=fingerprint,
+        fingerprint=_fingerprint(checked, first, last, audio),
         output_size=size,
     )
+
+
+def _fingerprint(checked: CheckedRequest, first: LoadedMedia, last: Optional[LoadedMedia], audio: Optional[LoadedMedia]) -> str:
+    return request_fingerprint(
+        model=checked.spec.name,
+        region=checked.region.value,
+        parameters=checked.parameters.model_dump(),
+        prompt=checked.prompt,
+        negative_prompt=checked.negative_prompt,
+        template=checked.request.template,
+        first_frame_sha256=first.sha256,
+        last_frame_sha256=last.sha256 if last else None,
+        driving_audio_sha256=audio.sha256 if audio else None,
+    )
+
+
+def reseeded(prepared: PreparedRequest, seed: int) -> PreparedRequest:
+    """The same request with another seed (another piece of work: its own fingerprint), frames not read again."""
+    if not 0 <= seed <= SEED_MAX:
+        raise PreflightError([PreflightViolation("seed", seed, f"must be in [0, {SEED_MAX}]")])
+    changed = dataclasses.replace(
+        prepared,
+        request=prepared.request.model_copy(update={"seed": seed}),
+        parameters=prepared.parameters.model_copy(update={"seed": seed}),
+    )
+    return dataclasses.replace(changed, fingerprint=_fingerprint(changed, changed.first_frame, changed.last_frame, changed.driving_audio))
 
 
 def _check_text(field: str, text: Optional[str], limit: int, truncate: bool, problems: list[PreflightViolation]) -> Optional[str]:

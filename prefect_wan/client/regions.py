@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from typing import Optional
+from urllib.parse import urlsplit, urlunsplit
 
 
 class Region(str, Enum):
@@ -60,7 +61,12 @@ def workspace_base_url(region: Region, workspace_id: str) -> str:
 
 
 def endpoint_identity(base_url: str, workspace: str | None = None) -> str:
-    """Where a task id answers and whose videos an archive holds: host and workspace, never a key."""
+    """Whose videos an archive holds: host and workspace, never a key. A loopback host (the bundled
+    emulator, on whatever port it got) is one identity, so a re-run against a new emulator reuses
+    what the last one made; it never stands in for a region's hosts."""
+    parts = urlsplit(base_url)
+    if (parts.hostname or "") in ("localhost", "::1") or (parts.hostname or "").startswith("127."):
+        base_url = urlunsplit((parts.scheme, "localhost", parts.path, "", ""))
     return f"{base_url}#workspace={workspace}" if workspace else base_url
 
 

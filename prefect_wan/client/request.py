@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, InstanceOf
+from pydantic import BaseModel, ConfigDict, Field, InstanceOf, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from prefect_wan.client.catalog import DEFAULT_MODEL
@@ -43,3 +43,9 @@ class KeyframeVideoRequest(BaseModel):
         description="Cut over-long prompts to the model's limit instead of refusing them (the service would cut silently).",
     )
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for reading fsspec-URL sources (s3://...).")
+
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _tier_in_any_case(cls, value: object) -> object:
+        # 720p, 720P: the same tier.
+        return value.strip().upper() if isinstance(value, str) else value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 from pydantic import BaseModel, Field
@@ -35,4 +36,7 @@ class EmulatorConfig(BaseModel):
     seed: int = Field(default=0, description="Seed of the fault dice, so fractions are reproducible.")
     tick_seconds: float = Field(default=0.05, gt=0, description="How often the scheduler advances tasks.")
     idle_timeout_seconds: int = Field(default=15, ge=1, description="Idle keep-alive connections are closed after this (load balancers: 15-60 s).")
+    video_file: Optional[Path] = Field(
+        default=None, description="Serve this video file for every task in place of the emulator's own render (benchmarks, tests)."
+    )
     download_chunk_bytes: int = Field(default=64 * 1024, gt=0, description="Chunk size when serving videos.")

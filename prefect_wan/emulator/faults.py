@@ -9,8 +9,9 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, Field
 
-Operation = Literal["submit", "query", "list", "cancel", "policy", "upload", "download", "task", "answer"]
-Action = Literal["error", "drop", "error_after_create", "truncate", "slow", "fail", "expire", "reshape"]
+Operation = Literal["submit", "query", "list", "cancel", "policy", "upload", "download", "task", "answer", "render"]
+Action = Literal["error", "drop", "error_after_create", "truncate", "slow", "fail", "expire", "reshape", "miss_last_frame", "freeze", "black"]
+Defect = Literal["miss_last_frame", "freeze", "black"]
 
 _ids = count(1)
 
@@ -27,6 +28,9 @@ class FaultRule(BaseModel):
       turn UNKNOWN.
     - ``reshape`` (answer): the next ``count`` answers about a SUCCEEDED task lose the output fields
       in ``drop_fields`` and, when ``usage`` is set, report that usage instead (any JSON, odd types too).
+    - ``miss_last_frame`` / ``freeze`` / ``black`` (render): the next ``count`` renders are taken
+      with that defect: the transition never lands on the last keyframe, the picture stops moving
+      for most of the video, or it goes black. A later render (a retake) is clean unless asked.
     With ``fraction`` set, each matching call is hit with that probability (seeded dice) and
     ``count`` bounds the hits (``None`` = no bound).
     """

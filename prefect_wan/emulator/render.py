@@ -7,6 +7,7 @@ import io
 import math
 from fractions import Fraction
 from pathlib import Path
+from typing import Optional
 
 import av
 import numpy as np
@@ -32,10 +33,18 @@ def render_transition(
     seconds: int = 5,
     fps: int = FPS,
     audio: bool = False,
+    defect: Optional[str] = None,
 ) -> Path:
-    """Write an MP4 of ``seconds`` at ``fps`` to ``path``: ``first`` dissolving into ``last``."""
+    """Write an MP4 of ``seconds`` at ``fps`` to ``path``: ``first`` dissolving into ``last``.
+
+    ``defect`` renders a bad take on purpose: ``miss_last_frame`` dissolves into the last frame's
+    negative instead of the last frame, ``freeze`` holds one frame from 20 % to 80 % of the video,
+    ``black`` turns black from 40 % on.
+    """
     start = _fit(first, width, height)
     end = _fit(last, width, height) if last else start[:, ::-1].copy()
+    if defect == "miss_last_frame":
+        end = 255 - end
     delta = end.astype(np.int16) - start.astype(np.int16)
     frames = seconds * fps
     tmp = path.with_suffix(".partial")
@@ -44,9 +53,14 @@ def render_transition(
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         sound = container.add_stream("aac", rate=AUDIO_RATE, layout="mono") if audio else None
         for index in range(frames):
-            t = index / max(frames - 1, 1)
+            shown = index
+            if defect == "freeze" and 0.2 * frames <= index < 0.8 * frames:
+                shown = int(0.2 * frames)
+            t = shown / max(frames - 1, 1)
             eased = t * t * (3 - 2 * t)  # smoothstep: ease in and out
             pixels = (start + (delta * eased).astype(np.int16)).astype(np.uint8)
+            if defect == "black" and index >= 0.4 * frames:
+                pixels = np.zeros_like(pixels)
             frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             frame.pts = index
             frame.time_base = Fraction(1, fps)

@@ -222,10 +222,17 @@ class EmulatorState:
                     task.first, task.last = b"", None  # rendered or failed: the frames are not needed again
 
     def _render(self, task: EmulatedTask) -> Future:
+        if self.config.video_file is not None:
+            given: Future = Future()
+            given.set_result(Path(self.config.video_file))
+            return given
         audio = bool(task.params.get("audio"))
         width, height = task.size
         seconds = task.params["duration"]
-        digest = hashlib.sha256(b"|".join([task.first, task.last or b"", f"{width}x{height}x{seconds}x{self.config.fps}x{audio}".encode()])).hexdigest()[:32]
+        fault = self.faults.take("render", task.task_id)
+        defect = fault.action if fault is not None else None
+        shape = f"{width}x{height}x{seconds}x{self.config.fps}x{audio}x{defect or ''}"
+        digest = hashlib.sha256(b"|".join([task.first, task.last or b"", shape.encode()])).hexdigest()[:32]
         cached = self._renders.get(digest)
         if cached is not None and not (cached.done() and cached.exception()):
             return cached
@@ -240,6 +247,7 @@ class EmulatorState:
             seconds=seconds,
             fps=self.config.fps,
             audio=audio,
+            defect=defect,
         )
         self._renders[digest] = future
         return future

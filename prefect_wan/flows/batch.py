@@ -16,12 +16,14 @@ from prefect.states import Completed
 from prefect_wan.client.errors import WanError
 from prefect_wan.flows.fanout import check_fan_out, run_on_pool
 from prefect_wan.flows.manifest import load_manifest
-from prefect_wan.flows.models import BatchResult, KeyframePair, PairFailure, PairSkip
+from prefect_wan.flows.models import ArchivedVideo, BatchResult, KeyframePair, PairFailure, PairSkip
 from prefect_wan.flows.parameters import DEFAULT_IN_FLIGHT, InFlightParameters, RunParameters
 from prefect_wan.flows.pipeline import PairProgress
 from prefect_wan.flows.plan import RunPlan, plan_run
+from prefect_wan.flows.prepared import PreparedPair
 from prefect_wan.flows.progress import RunProgress, announce
 from prefect_wan.flows.reporting import artifact_key, report_batch, report_plan
+from prefect_wan.flows.review import Review, review_then_render
 from prefect_wan.flows.setup import RunSetup, wan_flow
 from prefect_wan.spend.budget import SkippedForBudgetError
 
@@ -32,10 +34,17 @@ PROGRESS_REFRESH_SECONDS = 10.0
 
 
 class BatchFailedError(WanError):
-    """Some pairs failed; the others were archived. The message lists the failures."""
+    """Some pairs failed; the others were archived. The message lists the failures; ``result`` has them all."""
+
+    def __init__(self, message: str, result: Optional[BatchResult] = None) -> None:
+        self.result = result
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.result))
 
 
-def _unique_labels(pairs: list[KeyframePair]) -> list[KeyframePair]:
+def unique_labels(pairs: list[KeyframePair]) -> list[KeyframePair]:
     seen: Counter[str] = Counter()
     named = []
     for pair in pairs:
@@ -59,6 +68,7 @@ async def keyframes_batch(
     manifest: Optional[str] = None,
     manifest_storage_options: Optional[dict[str, Any]] = None,
     fan_out: Optional[str] = None,
+    review: Optional[Review] = None,
     run: RunParameters = RunParameters(),
     flight: InFlightParameters = InFlightParameters(),
 ) -> Union[BatchResult, RunPlan]:
@@ -77,6 +87,8 @@ async def keyframes_batch(
             This run still checks each pair first (preflight, archive, budget) and gathers the
             results, failures and progress. Credentials and coordination must then be saved
             blocks' names, and the destination a place every worker reaches.
+        review: Draft every pair cheaply first and wait for a person's decisions in the Prefect UI;
+            render only the approved pairs (``Review(draft_resolution="480P")``).
 
     Returns:
         The archived videos, the failures and the pairs skipped for budget (or the plan, for a dry
@@ -89,7 +101,7 @@ async def keyframes_batch(
         todo += await asyncio.to_thread(load_manifest, manifest, manifest_storage_options)
     if not todo:
         raise ValueError("nothing to do: give pairs or a manifest")
-    todo = _unique_labels(todo)
+    todo = unique_labels(todo)
     setup = await RunSetup.resolve(run, manifest_storage_options)
     if fan_out:
         check_fan_out(run.credentials, run.coordination, setup.destination)
@@ -109,21 +121,21 @@ async def keyframes_batch(
     async def report_progress() -> None:
         await aupdate_progress_artifact(progress_artifact, 100.0 * progress.fraction_done, description=progress.line())
 
-    async def generate(pair: KeyframePair, pair_progress: PairProgress) -> None:
+    async def attempt(item: Union[KeyframePair, PreparedPair], pair_progress: PairProgress) -> Optional[ArchivedVideo]:
+        """One pair through the pipeline (or a worker of the pool): its video, or None when it
+        failed or was skipped, which the result records."""
         async with admitted:
             try:
-                if fan_out:
-                    video = await run_on_pool(
+                if fan_out and isinstance(item, KeyframePair):
+                    return await run_on_pool(
                         pipeline,
-                        pair,
+                        item,
                         deployment=fan_out,
                         credentials_name=str(run.credentials),
                         coordination_name=run.coordination if isinstance(run.coordination, str) else None,
                         progress=pair_progress,
                     )
-                else:
-                    video = await pipeline.generate(pair, pair_progress)
-                result.videos.append(video)
+                return await pipeline.generate(item, pair_progress)
             except SkippedForBudgetError as skipped:
                 estimate = skipped.estimate
                 result.skipped.append(
@@ -147,6 +159,11 @@ async def keyframes_batch(
                 )
             finally:
                 await report_progress()
+        return None
+
+    async def generate(pair: KeyframePair, pair_progress: PairProgress) -> None:
+        if (video := await attempt(pair, pair_progress)) is not None:
+            result.videos.append(video)
 
     async def refresh() -> None:
         while True:
@@ -155,14 +172,23 @@ async def keyframes_batch(
 
     refresher = asyncio.create_task(refresh())
     try:
-        await asyncio.gather(*(generate(pair, pair_progress) for pair, pair_progress in zip(todo, progress.pairs)))
+        if review is not None:
+            by_label = {p.label: p for p in progress.pairs}
+
+            async def render(item: PreparedPair, label: str) -> Optional[ArchivedVideo]:
+                return await attempt(item, by_label[label])
+
+            outcome = await review_then_render(review, setup, todo, render)
+            result.videos, result.drafts, result.dropped = outcome.finals, outcome.drafts, outcome.dropped
+        else:
+            await asyncio.gather(*(generate(pair, pair_progress) for pair, pair_progress in zip(todo, progress.pairs)))
     finally:
         refresher.cancel()
     result.committed, result.billed = pipeline.spend.totals(), pipeline.spend.totals(billed_only=True)
     await report_batch(result, key=artifact_key("wan-batch"))
     logger.info("Batch finished: %s", result.summary)
     if result.failures:
-        raise BatchFailedError(result.summary)
+        raise BatchFailedError(result.summary, result)
     if result.skipped:
         # Not a failure (the budget did its job), but the run says so where it is seen first.
         # Prefect makes a returned state the run's final state; callers still get ``result``.

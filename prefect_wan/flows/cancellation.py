@@ -54,6 +54,17 @@ class StoppedTasks(BaseModel):
         return "; ".join(parts)
 
 
+# What the hooks of this process did, for a caller that says so in its own words (the CLI on Ctrl-C).
+_STOPPED: list[StoppedTasks] = []
+
+
+def stopped_in_this_process() -> list[StoppedTasks]:
+    """The reports of the runs this process stopped since the last call."""
+    reports = list(_STOPPED)
+    _STOPPED.clear()
+    return reports
+
+
 def remember_run_credentials(credentials: WanCredentials, coordination: WanCoordination) -> None:
     """Keep the run's credentials and records' location for its cancellation hook, when that runs in this process."""
     run_id = current_flow_run_id()
@@ -154,6 +165,7 @@ async def cancel_queued_work(flow: Any, flow_run: Any, state: Any) -> None:
         logger.error("Could not cancel this run's queued tasks (%s); cancel them by hand if they are still PENDING: %s", credentials, ", ".join(ids) or "none")
         return
     report = await cancel_queued_tasks(str(flow_run.id), credentials, journal)
+    _STOPPED.append(report)
     logger.warning("Run %s: %s", state.name if state is not None else "stopped", report.describe())
     emit_event(
         STOPPED_EVENT,

@@ -7,7 +7,8 @@ Prefect's result storage, which may be local to the machine the child ran on.
 """
 
 import asyncio
-from typing import Any, Optional
+import contextlib
+from typing import Any, Iterator, Optional
 from uuid import UUID
 
 from prefect import get_run_logger
@@ -61,6 +62,19 @@ def check_fan_out(credentials: Any, coordination: Any, destination: ArchiveDesti
         raise PreflightError(problems)
 
 
+@contextlib.contextmanager
+def _stage_on_failure(progress: PairProgress) -> Iterator[None]:
+    """The pair's stage when its child run goes wrong: skipped for budget, or failed."""
+    try:
+        yield
+    except SkippedForBudgetError:
+        progress.stage = "skipped"
+        raise
+    except Exception:
+        progress.stage = "failed"
+        raise
+
+
 async def run_on_pool(
     pipeline: PairRun,
     pair: KeyframePair,
@@ -71,34 +85,15 @@ async def run_on_pool(
     progress: PairProgress,
 ) -> ArchivedVideo:
     """One pair as one run of the pair flow's deployment (a subflow of this run in the UI)."""
-    try:
-        video = await _run_on_pool(
-            pipeline,
-            pair,
-            deployment=deployment,
-            credentials_name=credentials_name,
-            coordination_name=coordination_name,
-            progress=progress,
-        )
-    except SkippedForBudgetError:
-        progress.stage = "skipped"
-        raise
-    except Exception:
-        progress.stage = "failed"
-        raise
+    with _stage_on_failure(progress):
+        video = await _child_run(pipeline, pair, deployment, credentials_name, coordination_name, progress)
     progress.advance("archiving")  # the end of its generation, for the run's ETA
     progress.advance("done")
     return video
 
 
-async def _run_on_pool(
-    pipeline: PairRun,
-    pair: KeyframePair,
-    *,
-    deployment: str,
-    credentials_name: str,
-    coordination_name: Optional[str],
-    progress: PairProgress,
+async def _child_run(
+    pipeline: PairRun, pair: KeyframePair, deployment: str, credentials_name: str, coordination_name: Optional[str], progress: PairProgress
 ) -> ArchivedVideo:
     logger = get_run_logger()
     setup = pipeline.setup

@@ -36,6 +36,11 @@ class GenerationOptions(BaseModel):
     template: Optional[str] = Field(default=None, description="Effect template (kf2v-plus models only).")
     truncate_prompts: bool = Field(default=False, description="Cut over-long prompts instead of refusing them.")
 
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _tier_in_any_case(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) and value.strip() else value
+
 
 class KeyframePair(BaseModel):
     """One transition: two frames and a prompt, with optional per-pair overrides."""
@@ -59,9 +64,11 @@ class KeyframePair(BaseModel):
 
     @field_validator(*_OPTIONAL_FIELDS, mode="before")
     @classmethod
-    def _blank_is_missing(cls, value: Any) -> Any:
-        # Manifests (CSV above all) spell "not given" as an empty cell.
-        return None if isinstance(value, str) and not value.strip() else value
+    def _blank_is_missing(cls, value: Any, info: Any) -> Any:
+        # Manifests (CSV above all) spell "not given" as an empty cell; tiers are read in any case.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip().upper() if info.field_name == "resolution" and isinstance(value, str) else value
 
     @field_validator("first_frame", mode="after")
     @classmethod
@@ -123,6 +130,7 @@ class ArchivedVideo(BaseModel):
     reused: bool = Field(description="True when an earlier run had already archived it (nothing was paid or downloaded).")
     record: ArchiveRecord
     poster_view_url: Optional[str] = Field(default=None, description="An http(s) URL of the poster (presigned on object stores), when there is one.")
+    video_view_url: Optional[str] = Field(default=None, description="An http(s) URL of the video (presigned on object stores), when there is one.")
 
 
 class PairFailure(BaseModel):
@@ -146,6 +154,8 @@ class BatchResult(BaseModel):
     videos: list[ArchivedVideo] = Field(default_factory=list)
     failures: list[PairFailure] = Field(default_factory=list)
     skipped: list[PairSkip] = Field(default_factory=list, description="Pairs left unsubmitted by max_cost.")
+    drafts: list[ArchivedVideo] = Field(default_factory=list, description="Under review: every draft, of every round.")
+    dropped: list[str] = Field(default_factory=list, description="Under review: pairs whose drafts were dropped.")
     committed: dict[str, float] = Field(
         default_factory=dict, description="What this run's own submissions cost, per currency (billed where known, else estimated)."
     )
@@ -153,12 +163,19 @@ class BatchResult(BaseModel):
 
     @property
     def summary(self) -> str:
+        """The headline, then every failure."""
+        text = self.headline
+        if self.failures:
+            text += ": " + "; ".join(f"{f.label}: {f.error} {f.message}" for f in self.failures)
+        return text
+
+    @property
+    def headline(self) -> str:
+        """``3 archived (1 already there), 1 failed, 2 skipped for budget; spent 1.5 USD``."""
         reused = sum(v.reused for v in self.videos)
         text = f"{len(self.videos)} archived ({reused} already there), {len(self.failures)} failed"
         if self.skipped:
             text += f", {len(self.skipped)} skipped for budget"
         if self.committed:
             text += "; spent " + ", ".join(f"{amount:g} {currency}" for currency, amount in self.committed.items())
-        if self.failures:
-            text += ": " + "; ".join(f"{f.label}: {f.error} {f.message}" for f in self.failures)
         return text

@@ -16,6 +16,7 @@ from prefect_wan.blocks.coordination import WanCoordination
 from prefect_wan.blocks.credentials import WanCredentials
 from prefect_wan.client.polling import PollSchedule
 from prefect_wan.flows.models import GenerationOptions
+from prefect_wan.flows.quality import QualityGate
 from prefect_wan.signatures import ParameterGroup
 from prefect_wan.spend.budget import Budget
 
@@ -55,6 +56,10 @@ class RunParameters(ParameterGroup):
     dry_run: bool = Field(
         default=False,
         description="Only plan: preflight, say what is archived, reusable or to submit and at what cost, and send nothing.",
+    )
+    quality: Optional[QualityGate] = Field(
+        default=None,
+        description="Retakes for shots that fail their checks (QualityGate(retakes=2)); every video is checked either way.",
     )
     coordination: Union[WanCoordination, str, None] = Field(
         default=None,

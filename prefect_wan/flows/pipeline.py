@@ -18,8 +18,8 @@ from prefect.locking.protocol import LockManager
 from prefect.utilities.annotations import quote
 
 from prefect_wan.archive.destination import ArchiveDestination
-from prefect_wan.archive.record import ArchiveRecord
-from prefect_wan.archive.store import archive_stem, find_archived, sidecar_name
+from prefect_wan.archive.record import ArchiveRecord, TakeRecord
+from prefect_wan.archive.store import archive_stem, find_archived, rewrite_sidecar, sidecar_name
 from prefect_wan.client.errors import (
     AdoptedTaskMismatchError,
     SubmissionOutcomeUnknownError,
@@ -30,6 +30,7 @@ from prefect_wan.client.errors import (
 from prefect_wan.client.results import SubmittedTask, VideoResult
 from prefect_wan.flows.models import ArchivedVideo, KeyframePair
 from prefect_wan.flows.prepared import PreparedPair
+from prefect_wan.flows.quality import QualityGate, score
 from prefect_wan.flows.reporting import report_archived, report_failed
 from prefect_wan.ledger.journal import SubmissionJournal
 from prefect_wan.spend.budget import SkippedForBudgetError
@@ -97,6 +98,7 @@ def archived_video(label: str, record: ArchiveRecord, destination: ArchiveDestin
         reused=reused,
         record=record,
         poster_view_url=destination.viewable_url(record.poster.path) if record.poster else None,
+        video_view_url=destination.viewable_url(record.video.path),
     )
 
 
@@ -168,26 +170,18 @@ class PairRun:
         kept up to date, so a caller can report on the pair while it runs and after it failed.
         """
         progress = progress or PairProgress(label=item.label if isinstance(item, PreparedPair) else item.display_label())
-        charge: Optional[PairCharge] = None
         try:
             pair = item if isinstance(item, PreparedPair) else await self.setup.prepare(item)
             progress.fingerprint = pair.fingerprint
-            if (existing := await self.find_archived(pair)) is not None:
-                get_run_logger().info("%s: already archived at %s; nothing to submit or download", pair.label, existing.video.url)
-                progress.task_id = existing.task_id
-                video = self.result(pair.label, existing, reused=True)
-            else:
-                await asyncio.to_thread(self.setup.destination.check_writable)
-                # Before waiting for a slot: a pair the budget cannot cover must not hold one.
-                charge = await self.charge(pair)
-                video = await self._generate(pair, charge, progress)
+            video = await self._take(pair, progress)
+            gate = self.setup.quality
+            if gate is not None and gate.retakes and video.record.checks is not None and not video.record.checks.passed:
+                video = await self._retake(pair, video, progress, gate)
         except SkippedForBudgetError as skipped:
             progress.stage = "skipped"
             get_run_logger().warning("%s", skipped)
             raise
         except Exception as error:
-            if isinstance(error, (TaskFailedError, TaskCanceledError)) and charge is not None:
-                await charge.release()  # neither is billed
             progress.stage = "failed"
             progress.task_id = progress.task_id or getattr(error, "task_id", None)
             report_failed(progress.label, progress.fingerprint, error, task_id=progress.task_id)
@@ -195,6 +189,65 @@ class PairRun:
         progress.advance("done")
         await report_archived(video)
         return video
+
+    async def _take(self, pair: PreparedPair, progress: PairProgress) -> ArchivedVideo:
+        """One take: the archived video, or one generated and archived, paid once."""
+        if (existing := await self.find_archived(pair)) is not None:
+            get_run_logger().info("%s: already archived at %s; nothing to submit or download", pair.label, existing.video.url)
+            progress.task_id = existing.task_id
+            return self.result(pair.label, existing, reused=True)
+        await asyncio.to_thread(self.setup.destination.check_writable)
+        # Before waiting for a slot: a pair the budget cannot cover must not hold one.
+        charge = await self.charge(pair)
+        try:
+            return await self._generate(pair, charge, progress)
+        except (TaskFailedError, TaskCanceledError):
+            await charge.release()  # neither is billed
+            raise
+
+    async def _retake(self, pair: PreparedPair, first: ArchivedVideo, progress: PairProgress, gate: QualityGate) -> ArchivedVideo:
+        """Take a failing shot again, with another seed each time, until one passes or the gate's
+        retakes (or the budget) run out; the chosen take lists every take in its sidecar."""
+        logger = get_run_logger()
+        takes = [(1, pair, first)]
+        for number in range(2, gate.retakes + 2):
+            previous = takes[-1][2].record.checks
+            retake = pair.retake(number)
+            logger.warning(
+                "%s: take %d %s; taking it again (take %d, seed %s)",
+                pair.label,
+                number - 1,
+                previous.summary() if previous else "was not checked",
+                number,
+                retake.prepared.parameters.seed,
+            )
+            try:
+                video = await self._take(retake, progress)
+            except SkippedForBudgetError as skipped:
+                logger.warning("%s: no more takes: %s", pair.label, skipped.reason)
+                break
+            await report_archived(video)  # every take shows in the UI, flagged when it fails
+            takes.append((number, retake, video))
+            if video.record.checks is not None and video.record.checks.passed:
+                break
+        passing = [t for t in takes if t[2].record.checks is not None and t[2].record.checks.passed]
+        chosen = passing[0] if passing else max(takes, key=lambda t: score(t[2].record.checks))
+        listed = [
+            TakeRecord(
+                take=number,
+                fingerprint=video.fingerprint,
+                seed=take.prepared.parameters.seed,
+                task_id=video.task_id,
+                video_url=video.video_url,
+                checks=video.record.checks,
+                chosen=number == chosen[0],
+            )
+            for number, take, video in takes
+        ]
+        if not passing:
+            logger.warning("%s: no take passed its checks; take %d, the best, is the pair's video (flagged)", pair.label, chosen[0])
+        record = await rewrite_sidecar(self.setup.destination, chosen[2].record.model_copy(update={"takes": listed}), self.setup.credentials.endpoint)
+        return self.result(pair.label, record, reused=all(video.reused for _, _, video in takes))
 
     async def _submit(self, pair: PreparedPair, *, refresh: bool, after: Optional[State] = None) -> tuple[State, SubmittedTask, bool]:
         await self.capacity.before_submit()
@@ -257,6 +310,8 @@ class PairRun:
             pair.record,
             self.setup.destination,
             after=state,
+            keyframes=pair.keyframes,
+            thresholds=self.setup.thresholds,
             plain={"label": label, "force": self.setup.force, "look_first": False},
         )
         archived: ArchiveRecord = await state.aresult()

@@ -73,12 +73,13 @@ class RunPlan(BaseModel):
     def summary(self) -> str:
         counts = Counter(p.action for p in self.pairs)
         parts = [f"{counts[a]} {a.value if a is not PlannedAction.SUBMIT else 'to submit'}" for a in PlannedAction if counts[a]]
-        total = " + ".join(f"{amount:g} {currency}" for currency, amount in self.to_pay.items()) or "0"
+        # An unknown price is never a zero: a total says how many pairs it leaves out.
+        total = " + ".join(f"{amount:g} {currency}" for currency, amount in self.to_pay.items()) or ("unknown" if self.unpriced else "0")
         text = f"{len(self.pairs)} pairs: {', '.join(parts)}; estimated cost {total}"
         if self.unconfirmed:
             text += " (includes unconfirmed prices)"
         if self.unpriced:
-            text += f"; {self.unpriced} pair(s) have no published price"
+            text += f"; {self.unpriced} pair(s) with no published price left out" if self.to_pay else f" ({self.unpriced} pair(s) with no published price)"
         if self.budget is not None:
             text += f"; max_cost {self.budget}"
         return text

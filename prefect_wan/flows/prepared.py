@@ -8,9 +8,10 @@ from typing import Optional
 
 from prefect_wan.archive.record import CostEstimate, FrameRecord, RequestRecord
 from prefect_wan.client.images import LoadedMedia
-from prefect_wan.client.preflight import PreparedRequest
+from prefect_wan.client.preflight import PreparedRequest, reseeded
 from prefect_wan.client.request import KeyframeVideoRequest
 from prefect_wan.flows.models import KeyframePair
+from prefect_wan.flows.quality import take_seed
 from prefect_wan.spend.pricing import estimate_request_cost
 
 
@@ -62,6 +63,18 @@ class PreparedPair:
     @property
     def fingerprint(self) -> str:
         return self.prepared.fingerprint
+
+    @property
+    def keyframes(self) -> tuple[Optional[bytes], Optional[bytes]]:
+        """The first and last keyframe's bytes, for the shot checks."""
+        last = self.prepared.last_frame
+        return self.prepared.first_frame.data, last.data if last is not None else None
+
+    def retake(self, take: int) -> PreparedPair:
+        """Take ``take`` of this pair: the same request with that take's seed (frames not read again)."""
+        seed = take_seed(self.fingerprint, take)
+        prepared = reseeded(self.prepared, seed)
+        return PreparedPair(self.pair.model_copy(update={"seed": seed}), f"{self.label}-take{take}", prepared, request_record(prepared), self.cost)
 
     @classmethod
     def of(cls, pair: KeyframePair, prepared: PreparedRequest) -> PreparedPair:

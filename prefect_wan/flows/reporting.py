@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import re
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Optional
 
+import fsspec
+from PIL import Image
 from prefect.artifacts import acreate_link_artifact, acreate_markdown_artifact, acreate_table_artifact
 from prefect.events import emit_event
 
-from prefect_wan.archive.record import CostEstimate, StoryboardRecord
+from prefect_wan.archive.record import CostEstimate, ShotChecks, StoryboardRecord
 from prefect_wan.flows.models import ArchivedVideo, BatchResult
 
 if TYPE_CHECKING:
@@ -16,6 +21,7 @@ if TYPE_CHECKING:
 
 ARCHIVED_EVENT = "prefect_wan.video.archived"
 FAILED_EVENT = "prefect_wan.video.failed"
+FLAGGED_EVENT = "prefect_wan.video.flagged"
 
 
 def artifact_key(text: str) -> str:
@@ -42,12 +48,13 @@ async def report_archived(video: ArchivedVideo) -> None:
             [
                 f"# {video.label}",
                 "",
-                f"- video: [{video.video_url}]({video.video_url})",
+                f"- video: [{video.video_url}]({video.video_view_url or video.video_url})",
                 f"- model: `{record.request.model}` in {record.request.region}, {record.request.resolution}, {record.request.duration} s",
                 f"- task: `{record.task_id}`, fingerprint `{record.fingerprint[:16]}`",
                 f"- estimated cost: {price}" + (" (reused, nothing paid this run)" if video.reused else ""),
                 "",
                 *poster_lines(record.poster.url if record.poster else None, video.poster_view_url),
+                *check_lines(record.checks),
                 "## Prompt",
                 record.request.prompt or "_(none)_",
                 "",
@@ -58,6 +65,19 @@ async def report_archived(video: ArchivedVideo) -> None:
         key=f"{key}-prompts",
         description="Prompts and metadata of the archived video",
     )
+    if record.checks is not None and not record.checks.passed:
+        emit_event(
+            FLAGGED_EVENT,
+            resource=_resource(video.fingerprint, video.label),
+            payload={
+                "label": video.label,
+                "fingerprint": video.fingerprint,
+                "video_url": video.video_url,
+                "task_id": video.task_id,
+                "failed": record.checks.failed,
+                "checks": record.checks.model_dump(mode="json"),
+            },
+        )
     emit_event(
         ARCHIVED_EVENT,
         resource=_resource(video.fingerprint, video.label),
@@ -72,16 +92,52 @@ async def report_archived(video: ArchivedVideo) -> None:
     )
 
 
+def check_lines(checks: Optional[ShotChecks]) -> list[str]:
+    """The shot checks as a markdown table."""
+    if checks is None:
+        return []
+    rows = [f"| {i.name} | {i.value} | {i.threshold} | {'passed' if i.passed else '**failed**'} |" for i in checks.items]
+    verdict = "every check passed" if checks.passed else f"**flagged**: {', '.join(checks.failed)} failed"
+    return ["## Shot checks", "", verdict, "", "| check | value | threshold | verdict |", "|---|---|---|---|", *rows, ""]
+
+
+def checks_text(checks: Optional[ShotChecks]) -> str:
+    """``passed``, ``failed: frozen, black`` or ``not checked``, for tables."""
+    if checks is None:
+        return "not checked"
+    return "passed" if checks.passed else "failed: " + ", ".join(checks.failed)
+
+
 def price_text(cost: CostEstimate) -> str:
     if cost.amount is None:
         return "unknown"
     return f"{cost.amount:g} {cost.currency}" + ("" if cost.confirmed else " (unconfirmed price)")
 
 
+# The inline poster: small enough for an artifact (about 15 KB), large enough to judge a shot by.
+INLINE_POSTER_HEIGHT = 120
+
+
+def inline_image(url: str) -> Optional[str]:
+    """A ``data:`` URL of a small JPEG of the image at ``url`` (a browser opens no ``file://`` link
+    from the UI), or None when it cannot be read without credentials."""
+    try:
+        with fsspec.open(url, "rb") as handle, Image.open(handle) as image:
+            image.thumbnail((10 * INLINE_POSTER_HEIGHT, INLINE_POSTER_HEIGHT))
+            out = io.BytesIO()
+            image.convert("RGB").save(out, format="JPEG", quality=75)
+    except Exception:  # no picture is no reason to fail a run
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
+
+
 def poster_lines(stored: Optional[str], viewable: Optional[str]) -> list[str]:
-    """The poster shown where a browser can open it, linked otherwise."""
+    """The poster shown in the UI for every destination: presigned on object stores, inline
+    otherwise; linked only when neither can be had."""
     if viewable:
         return ["## Poster", f"![first, middle and last frames]({viewable})", ""]
+    if stored and (inline := inline_image(stored)):
+        return ["## Poster", f"![first, middle and last frames]({inline})", "", f"[full size]({stored})", ""]
     if stored:
         return ["## Poster", f"[first, middle and last frames]({stored})", ""]
     return []
@@ -104,23 +160,29 @@ def report_failed(label: str, fingerprint: Optional[str], error: BaseException, 
 
 async def report_batch(result: BatchResult, key: str) -> None:
     """The run summary: every pair, what became of it, and what it cost (billed, from ``usage``)."""
+    # Label, status, cost and checks first: what a person scans for at 1600 px. Archive paths are
+    # relative to the destination (every video sits at its root).
     rows = (
         [
             {
                 "label": v.label,
                 "status": "reused" if v.reused else "archived",
-                "video": v.video_url,
-                "task_id": v.task_id,
                 "cost": "0 (reused)" if v.reused else price_text(v.record.cost),
+                "checks": checks_text(v.record.checks),
+                "task_id": v.task_id,
+                "video": PurePosixPath(v.video_url).name,
                 "detail": "",
             }
             for v in result.videos
         ]
         + [
-            {"label": f.label, "status": "failed", "video": "", "task_id": f.task_id or "", "cost": "", "detail": f"{f.error}: {f.message}"[:300]}
+            {"label": f.label, "status": "failed", "cost": "", "checks": "", "task_id": f.task_id or "", "video": "", "detail": f"{f.error}: {f.message}"[:300]}
             for f in result.failures
         ]
-        + [{"label": s.label, "status": "skipped for budget", "video": "", "task_id": "", "cost": "0", "detail": s.reason} for s in result.skipped]
+        + [
+            {"label": s.label, "status": "skipped for budget", "cost": "0", "checks": "", "task_id": "", "video": "", "detail": s.reason}
+            for s in result.skipped
+        ]
     )
     await acreate_table_artifact(table=rows, key=key, description=result.summary)
 

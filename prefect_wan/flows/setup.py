@@ -24,6 +24,8 @@ from prefect_wan.flows.models import GenerationOptions, KeyframePair
 from prefect_wan.flows.parameters import RunParameters
 from prefect_wan.flows.pipeline import Capacity, PairRun
 from prefect_wan.flows.prepared import PreparedPair, take_handed_over
+from prefect_wan.flows.quality import QualityGate
+from prefect_wan.media.shots import ShotThresholds
 from prefect_wan.signatures import expand_groups
 from prefect_wan.spend.budget import Budget, SpendLedger
 from prefect_wan.spend.charges import RunCharges
@@ -73,6 +75,11 @@ class RunSetup:
     poll: Optional[PollSchedule]
     dry_run: bool
     frame_storage_options: Optional[dict[str, Any]] = None
+    quality: Optional[QualityGate] = None
+
+    @property
+    def thresholds(self) -> ShotThresholds:
+        return self.quality.thresholds if self.quality is not None else ShotThresholds()
 
     @classmethod
     async def resolve(cls, run: RunParameters, frame_storage_options: Optional[dict[str, Any]] = None) -> RunSetup:
@@ -88,6 +95,7 @@ class RunSetup:
             poll=run.poll,
             dry_run=run.dry_run,
             frame_storage_options=frame_storage_options,
+            quality=run.quality,
         )
 
     async def prepare(self, pair: KeyframePair) -> PreparedPair:

@@ -17,7 +17,6 @@ from prefect.events import emit_event
 from pydantic import BaseModel
 
 from prefect_wan.archive.destination import ArchiveDestination
-from prefect_wan.archive.probe import probe_video
 from prefect_wan.archive.record import ArchivedFile, CostEstimate, SegmentRecord, StitchRecord, StoryboardRecord
 from prefect_wan.archive.store import Download, archive_stem, find_archived, publish, sha256_of, sidecar_name
 from prefect_wan.client.errors import PreflightError, PreflightViolation, WanError
@@ -32,6 +31,7 @@ from prefect_wan.flows.progress import RunProgress, announce
 from prefect_wan.flows.reporting import artifact_key, report_plan, report_storyboard
 from prefect_wan.flows.setup import RunSetup, wan_flow
 from prefect_wan.media.poster import contact_sheet
+from prefect_wan.media.scan import scan_video
 from prefect_wan.media.stitch import Fit, stitch
 from prefect_wan.spend.budget import SkippedForBudgetError
 
@@ -53,7 +53,7 @@ class ArchivedStoryboard(BaseModel):
     poster_view_url: Optional[str] = None
 
 
-def _transitions(keyframes: list[str], prompts: Union[str, list[Optional[str]], None], overrides: dict[int, dict[str, Any]], label: str) -> list[KeyframePair]:
+def transitions(keyframes: list[str], prompts: Union[str, list[Optional[str]], None], overrides: dict[int, dict[str, Any]], label: str) -> list[KeyframePair]:
     if len(keyframes) < 2:
         raise PreflightError([PreflightViolation("keyframes", keyframes, "a storyboard needs at least 2 keyframes")])
     count = len(keyframes) - 1
@@ -157,9 +157,9 @@ async def keyframes_storyboard(
         transition and the storyboard itself.
     """
     logger = get_run_logger()
-    transitions = _transitions(keyframes, prompts, overrides or {}, label)
+    wanted = transitions(keyframes, prompts, overrides or {}, label)
     setup = await RunSetup.resolve(run, frame_storage_options)
-    prepared = await setup.prepare_all(transitions)
+    prepared = await setup.prepare_all(wanted)
     differ = _check_shapes(prepared, fit)
     if setup.dry_run:
         plan = await plan_run(setup, prepared)
@@ -236,7 +236,6 @@ async def _stitch_and_publish(
             clips.append(local)
         out = Path(spool) / "storyboard.mp4"
         stitched = await asyncio.to_thread(stitch, clips, out, drop_boundary=drop_boundary, reencode=differ, fit=fit or "pad")
-        probe = await asyncio.to_thread(probe_video, out)
         download = await asyncio.to_thread(_hashed, out)
         segments = [
             SegmentRecord(
@@ -248,6 +247,7 @@ async def _stitch_and_publish(
                 sidecar_url=v.sidecar_url,
                 seconds=v.record.probe.duration_seconds,
                 cost=v.record.cost,
+                model=v.record.request.model,
             )
             for i, v in enumerate(videos)
         ]
@@ -267,10 +267,15 @@ async def _stitch_and_publish(
                 probe=probe,
             )
 
-        # One frame per segment (where it starts in the stitched video), and the very last.
-        starts, at = [], 0
-        for segment in segments:
-            starts.append(at)
-            at += round(segment.seconds * probe.fps) - (1 if drop_boundary else 0)
-        poster = await asyncio.to_thread(contact_sheet, out, Path(spool) / "poster.png", starts + [probe.frames - 1])
+        def poster_at(frames: int, fps: float) -> list[int]:
+            # One frame per segment (where it starts in the stitched video), and the very last.
+            starts, at = [], 0
+            for segment in segments:
+                starts.append(at)
+                at += round(segment.seconds * fps) - (1 if drop_boundary else 0)
+            return starts + [-1]
+
+        scan = await asyncio.to_thread(scan_video, out, poster_at)  # one decode: the probe and the poster's frames
+        probe = scan.probe
+        poster = await asyncio.to_thread(contact_sheet, scan.thumbs)
         return await publish(target, download, record_for, stem=stem, poster=poster)

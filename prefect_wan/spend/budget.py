@@ -115,7 +115,10 @@ class SpendLedger:
 
     def describe(self) -> str:
         """``0.6 CNY committed (0.4 billed) of max_cost 1 CNY``."""
-        committed = ", ".join(f"{a:g} {c}" for c, a in self.totals().items()) or "nothing"
+        unknown = sum(1 for charge in self._charges.values() if charge.amount is None)
+        committed = ", ".join(f"{a:g} {c}" for c, a in self.totals().items()) or ("unknown" if unknown else "nothing")
         billed = ", ".join(f"{a:g} {c}" for c, a in self.totals(billed_only=True).items()) or "nothing"
         text = f"{committed} committed ({billed} billed)"
+        if unknown and self.totals():
+            text += f", {unknown} submission(s) with no published price left out"
         return text + (f" of max_cost {self.budget}" if self.budget else "")

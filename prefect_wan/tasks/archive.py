@@ -14,13 +14,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from prefect_wan.archive.destination import ArchiveDestination
-from prefect_wan.archive.probe import probe_video
-from prefect_wan.archive.record import ArchivedFile, ArchiveRecord, RequestRecord, VideoProbe
-from prefect_wan.archive.store import archive_stem, download_video, find_archived, publish
+from prefect_wan.archive.record import ArchiveRecord, RequestRecord, ShotChecks, VideoProbe
+from prefect_wan.archive.store import StagedVideo, archive_stem, download_video, find_archived
 from prefect_wan.client.catalog import lookup_model
 from prefect_wan.client.images import redact_url
 from prefect_wan.client.results import SubmittedTask, VideoResult
-from prefect_wan.media.poster import contact_sheet, frame_indices_for
+from prefect_wan.media.poster import contact_sheet
+from prefect_wan.media.scan import scan_video
+from prefect_wan.media.shots import ShotObserver, ShotThresholds, check_shot
 from prefect_wan.spend.pricing import estimate_cost
 from prefect_wan.tasks.caching import retry_if_transient
 from prefect_wan.tasks.naming import run_name
@@ -28,12 +29,12 @@ from prefect_wan.tasks.naming import run_name
 DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
 
-def _warnings(request: RequestRecord, probe: VideoProbe, expected_audio: bool) -> list[str]:
-    found = []
-    if request.predicted_size and (probe.width, probe.height) != tuple(request.predicted_size):
-        found.append(f"size {probe.width}x{probe.height} differs from the predicted {request.predicted_size[0]}x{request.predicted_size[1]}")
-    if request.duration and request.duration > 0 and abs(probe.duration_seconds - request.duration) > 0.5:
-        found.append(f"duration {probe.duration_seconds} s differs from the requested {request.duration} s")
+def _utc(moment: Optional[datetime]) -> Optional[datetime]:
+    return moment.astimezone(timezone.utc) if moment is not None else None
+
+
+def _warnings(probe: VideoProbe, expected_audio: bool, checks: ShotChecks) -> list[str]:
+    found = [f"shot check {item.name}: {item.value} against {item.threshold}" for item in checks.items if not item.passed]
     if probe.codec != "h264":
         found.append(f"codec {probe.codec}, expected h264")
     if expected_audio != bool(probe.audio_codec):
@@ -58,13 +59,17 @@ async def archive_video(
     label: Optional[str] = None,
     force: bool = False,
     look_first: bool = True,
+    keyframes: Optional[tuple[Optional[bytes], Optional[bytes]]] = None,
+    thresholds: Optional[ShotThresholds] = None,
 ) -> ArchiveRecord:
     """Archive a finished video at ``{destination}/{stem}.mp4`` with a ``.json`` sidecar (the stem is
     the fingerprint, tagged with the endpoint unless it is a region's public host).
 
     Already archived and valid: skipped (``look_first=False`` when the caller has just looked, as
     the pair pipeline does before it submits). Otherwise: download to a spool file while hashing,
-    check the length, decode it with PyAV, then publish video and sidecar atomically. Retried on
+    check the length, decode it once with PyAV (the probe, the poster's frames and the shot checks
+    against ``keyframes``, the first and last keyframe's bytes, held to ``thresholds``), then publish
+    video, poster and sidecar atomically. Retried on
     transient download and storage errors; an expired URL is final.
     """
     logger = get_run_logger()
@@ -74,17 +79,26 @@ async def archive_video(
         return existing
     spec = lookup_model(request.model)
     with tempfile.TemporaryDirectory(prefix="prefect-wan-") as spool:
-        async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT) as http:
-            video = await download_video(result.video_url, Path(spool) / "video.mp4", http=http)
-        probe = await asyncio.to_thread(probe_video, video.path)
-        family = spec.family if spec else None
-        expected_audio = bool(family and family.has_audio and (request.audio is not False))
-        warnings = _warnings(request, probe, expected_audio=expected_audio)
-        for warning in warnings:
-            logger.warning("%s: %s", label or "pair", warning)
+        # On S3 the video streams to its key while it downloads, and its upload completes while it
+        # is decoded (once: the probe, the poster's frames and the shot checks); elsewhere it is
+        # copied while it is decoded. A video that replaces an archived one (``force``) is uploaded
+        # only after its checks. Nothing unverified or half-done stays: see StagedVideo.
+        staged = await StagedVideo.open(destination, stem=archive_stem(submitted.fingerprint, endpoint), early=not force)
+        try:
+            async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT) as http:
+                video = await download_video(result.video_url, Path(spool) / "video.mp4", http=http, mirror=staged.mirror)
+            await staged.received(video)
+            shot = ShotObserver(thresholds or ShotThresholds())
+            scan = await asyncio.to_thread(scan_video, video.path, observers=[shot])
+            probe = scan.probe
+            checks = await asyncio.to_thread(check_shot, shot, probe, request, keyframes or (None, None))
+            family = spec.family if spec else None
+            expected_audio = bool(family and family.has_audio and (request.audio is not False))
+            warnings = _warnings(probe, expected_audio, checks)
+            for warning in warnings:
+                logger.warning("%s: %s", label or "pair", warning)
 
-        def record_for(file: ArchivedFile) -> ArchiveRecord:
-            return ArchiveRecord(
+            record = ArchiveRecord(
                 fingerprint=submitted.fingerprint,
                 endpoint=endpoint,
                 label=label,
@@ -92,21 +106,26 @@ async def archive_video(
                 task_id=submitted.task_id,
                 submit_request_id=submitted.request_id,
                 query_request_id=result.request_id,
-                submitted_at=result.submit_time or submitted.submitted_at,
-                scheduled_at=result.scheduled_time,
-                finished_at=result.end_time,
+                # The service answers in its region's time (+08:00); the sidecar says UTC throughout.
+                submitted_at=_utc(result.submit_time or submitted.submitted_at),
+                scheduled_at=_utc(result.scheduled_time),
+                finished_at=_utc(result.end_time),
                 archived_at=datetime.now(timezone.utc),
                 orig_prompt=result.orig_prompt,
                 actual_prompt=result.actual_prompt,
                 usage=result.usage.model_dump(exclude_none=True),
                 cost=estimate_cost(request, result.billed_seconds),
                 source_video_url=redact_url(result.video_url),
-                video=file,
+                video=staged.file,
                 probe=probe,
                 warnings=warnings,
+                checks=checks,
             )
 
-        poster = await asyncio.to_thread(contact_sheet, video.path, Path(spool) / "poster.png", frame_indices_for(probe.frames))
-        record = await publish(destination, video, record_for, stem=archive_stem(submitted.fingerprint, endpoint), poster=poster)
+            poster = await asyncio.to_thread(contact_sheet, scan.thumbs)
+            record = await staged.complete(record, poster)
+        except BaseException:
+            await staged.discard()  # nothing unverified or half-done stays in the archive
+            raise
     logger.info("%s: archived %d bytes at %s", label or "pair", record.video.bytes, record.video.url)
     return record

@@ -37,7 +37,8 @@ async def poll_video(
     # whatever the number of tasks in flight, instead of one query per task.
     watcher = shared_watcher(
         credentials.resolved_api_key().get_secret_value(),
-        credentials.endpoint,
+        # The address itself, port included: two emulators share an endpoint identity, never a watcher.
+        f"{credentials.effective_base_url}#{credentials.workspace or ''}",
         credentials.get_client,
         schedule,
     )

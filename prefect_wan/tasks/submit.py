@@ -12,7 +12,7 @@ from prefect.tasks import exponential_backoff
 
 from prefect_wan.blocks.credentials import WanCredentials
 from prefect_wan.client.client import CreateCall, DashScopeClient, submitted_task
-from prefect_wan.client.errors import DashScopeError, SubmissionOutcomeUnknownError, ThrottledError
+from prefect_wan.client.errors import DashScopeError, ServerError, SubmissionOutcomeUnknownError, ThrottledError
 from prefect_wan.client.preflight import PreparedRequest
 from prefect_wan.client.reconcile import Reconciliation, reconcile_lost_create
 from prefect_wan.client.request import KeyframeVideoRequest
@@ -102,6 +102,7 @@ class _Submission:
     ) -> None:
         self.client, self.journal, self.prepared, self.label, self.logger = client, journal, prepared, label, logger
         self.key = credentials.submission_key(prepared.fingerprint)
+        self.answers: list[Optional[DashScopeError]] = []  # what the service said to each lost create
         self.endpoint = credentials.endpoint
 
     async def run(self, *, fresh: bool) -> SubmittedTask:
@@ -134,6 +135,19 @@ class _Submission:
                 submitted = await self._send(record, attempt, call)
             if submitted is not None:
                 return submitted
+        if len(self.answers) == MAX_SENDS and all(a is not None for a in self.answers):
+            # The service answered every send, and the task list proved none created a task: the
+            # outcome is known. Its own error, retryable by the task's policy.
+            answer = self.answers[-1]
+            assert answer is not None
+            raise ServerError(
+                answer.message,
+                code=answer.code,
+                status_code=answer.status_code,
+                request_id=answer.request_id,
+                hint=f"{MAX_SENDS} creates for {self.label} were each answered HTTP {answer.status_code}, and the task list shows "
+                "that none created a task: nothing was paid",
+            )
         raise SubmissionOutcomeUnknownError(
             f"{MAX_SENDS} create calls for {self.label} got no answer, and none created a task; giving up for now",
             code="SubmissionOutcomeUnknown",
@@ -146,6 +160,7 @@ class _Submission:
         try:
             submitted = await self.client.send_create(call)
         except SubmissionOutcomeUnknownError as lost:
+            self.answers.append(lost.answered)
             attempt.state, attempt.detail = AttemptState.UNKNOWN, str(lost)[:500]
             await self.journal.write(record)
             self.logger.warning("%s: %s; reconciling with the task list", self.label, lost)
