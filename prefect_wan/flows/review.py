@@ -11,7 +11,6 @@ this Prefect version (see README).
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Literal, Optional
@@ -29,7 +28,7 @@ from prefect_wan.client.errors import PreflightError, PreflightViolation
 from prefect_wan.flows.models import ArchivedVideo, GenerationOptions, KeyframePair
 from prefect_wan.flows.prepared import PreparedPair
 from prefect_wan.flows.quality import take_seed
-from prefect_wan.flows.reporting import checks_text, price_text
+from prefect_wan.flows.reporting import checks_text, inline_image, price_text
 
 WAITING_EVENT = "prefect_wan.review.waiting"
 ANSWERED_EVENT = "prefect_wan.review.answered"
@@ -96,27 +95,23 @@ def _field(label: str) -> str:
     return re.sub(r"\W+", "_", label).strip("_") or "pair"
 
 
-def _thumbnail(video: ArchivedVideo, destination: Any) -> str:
-    """The poster inline (a data: URL renders in the UI whatever the destination), else its link."""
+def _thumbnail(video: ArchivedVideo) -> str:
+    """The draft's poster as the UI can show it: presigned on object stores, a small inline JPEG elsewhere."""
     poster = video.record.poster
     if poster is None:
         return ""
-    fs, _ = destination.filesystem()
-    try:
-        data = fs.cat_file(poster.path)
-    except Exception:  # the form still works without its picture
-        return f"[poster]({poster.url})"
-    return f"![{video.label}](data:image/png;base64,{base64.b64encode(data).decode()})"
+    shown = video.poster_view_url or inline_image(poster.url)
+    return f"![{video.label}]({shown})" if shown else f"[poster]({poster.url})"
 
 
-def describe(round_: DraftRound, finals: dict[str, PreparedPair], destination: Any) -> str:
+def describe(round_: DraftRound, finals: dict[str, PreparedPair]) -> str:
     """The form's description: each draft with its poster, checks, cost, and what its final costs."""
     lines = [f"# Review, round {round_.number}", "", "For each draft: approve (render the final), retake (another seed, optionally a new prompt) or drop.", ""]
     for label, video in round_.drafts.items():
         final = finals[label]
         lines += [
             f"## {label}",
-            _thumbnail(video, destination),
+            _thumbnail(video),
             "",
             f"- checks: {checks_text(video.record.checks)}",
             f"- draft: {video.record.request.resolution}, {price_text(video.record.cost)}" + (" (reused)" if video.reused else ""),
@@ -137,7 +132,7 @@ def review_form(round_: DraftRound) -> type[RunInput]:
     return create_model(f"ReviewRound{round_.number}", __base__=RunInput, **fields)
 
 
-async def ask(round_: DraftRound, review: Review, finals: dict[str, PreparedPair], destination: Any) -> None:
+async def ask(round_: DraftRound, review: Review, finals: dict[str, PreparedPair]) -> None:
     """Wait for a person's decisions on the drafts not decided yet (the run pauses)."""
     pending = DraftRound(round_.number, {k: v for k, v in round_.drafts.items() if k not in round_.decisions})
     if not pending.drafts:
@@ -153,7 +148,7 @@ async def ask(round_: DraftRound, review: Review, finals: dict[str, PreparedPair
     get_run_logger().warning("Review round %d: %d draft(s) wait for a decision at %s", round_.number, len(pending.drafts), ui or "the Prefect UI")
     try:
         answer = await pause_flow_run(  # type: ignore[misc]
-            wait_for_input=form.with_initial_data(description=describe(pending, finals, destination)),
+            wait_for_input=form.with_initial_data(description=describe(pending, finals)),
             timeout=review.timeout_seconds,
             poll_interval=REVIEW_POLL_SECONDS,
             key=f"prefect-wan-review-{round_.number}",
@@ -212,7 +207,7 @@ async def review_then_render(
         outcome.drafts += list(round_.drafts.values())
         if review.auto_approve == "passing":
             round_.decisions.update({k: "approve" for k, v in round_.drafts.items() if v.record.checks is not None and v.record.checks.passed})
-        await ask(round_, review, finals, setup.destination)
+        await ask(round_, review, finals)
         retaking: dict[str, PreparedPair] = {}
         for label, decision in round_.decisions.items():
             if decision == "approve":
