@@ -44,6 +44,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/scheduler.py --flow
 	$(BIN)/python bench/stitch.py
+	$(BIN)/python bench/double_pay.py
+	$(BIN)/python bench/archive.py
 
 clean:
 	rm -rf $(VENV) wan-archive .pytest_cache
