@@ -33,7 +33,7 @@ from prefect_wan.flows.prepared import PreparedPair
 from prefect_wan.flows.quality import QualityGate, score
 from prefect_wan.flows.reporting import report_archived, report_failed
 from prefect_wan.ledger.journal import SubmissionJournal
-from prefect_wan.spend.budget import SkippedForBudgetError
+from prefect_wan.spend.budget import SkippedForBudgetError, SpendLedger
 from prefect_wan.spend.charges import PairCharge, RunCharges
 from prefect_wan.tasks.archive import archive_video
 from prefect_wan.tasks.caching import submission_cache_policy
@@ -140,7 +140,7 @@ class PairRun:
         )
 
     @property
-    def spend(self) -> Any:
+    def spend(self) -> SpendLedger:
         return self.charges.ledger
 
     def result(self, label: str, record: ArchiveRecord, *, reused: bool) -> ArchivedVideo:

@@ -29,6 +29,7 @@ from prefect_wan.flows.models import ArchivedVideo, GenerationOptions, KeyframeP
 from prefect_wan.flows.prepared import PreparedPair
 from prefect_wan.flows.quality import take_seed
 from prefect_wan.flows.reporting import checks_text, inline_image, price_text
+from prefect_wan.flows.setup import RunSetup
 
 WAITING_EVENT = "prefect_wan.review.waiting"
 ANSWERED_EVENT = "prefect_wan.review.answered"
@@ -182,7 +183,7 @@ class ReviewOutcome:
 
 async def review_then_render(
     review: Review,
-    setup: Any,
+    setup: RunSetup,
     pairs: list[KeyframePair],
     render: Callable[[PreparedPair, str], Awaitable[Optional[ArchivedVideo]]],
 ) -> ReviewOutcome:
@@ -230,13 +231,12 @@ async def review_then_render(
     return outcome
 
 
-async def _retake(setup: Any, draft: PreparedPair, prompt: Optional[str], number: int, label: str) -> PreparedPair:
+async def _retake(setup: RunSetup, draft: PreparedPair, prompt: Optional[str], number: int, label: str) -> PreparedPair:
     """The next draft of a pair: another seed, and the new prompt when one was given."""
     changes: dict[str, Any] = {"seed": take_seed(draft.fingerprint, number), "label": f"{label}-draft{number}"}
     if prompt:
         changes["prompt"] = prompt
-    prepared: PreparedPair = await setup.prepare(draft.pair.model_copy(update=changes))
-    return prepared
+    return await setup.prepare(draft.pair.model_copy(update=changes))
 
 
 def _final(pair: KeyframePair, draft: ArchivedVideo) -> KeyframePair:
