@@ -4,6 +4,7 @@
 # parameters against them, and postponed names (KeyframePair...) fail there as 'not fully defined'.
 
 import asyncio
+import contextlib
 from collections import Counter
 from pathlib import PurePosixPath
 from typing import Any, Optional, Union
@@ -184,6 +185,9 @@ async def keyframes_batch(
             await asyncio.gather(*(generate(pair, pair_progress) for pair, pair_progress in zip(todo, progress.pairs)))
     finally:
         refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+    await report_progress()  # the last word: no refresh still in flight can overwrite it
     result.committed, result.billed = pipeline.spend.totals(), pipeline.spend.totals(billed_only=True)
     await report_batch(result, key=artifact_key("wan-batch"))
     logger.info("Batch finished: %s", result.summary)
