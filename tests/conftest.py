@@ -96,3 +96,26 @@ def redis_server(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def runner(prefect_harness, tmp_path):
+    """A real Prefect runner serving the batch flow, in its own process, as a deployment would run."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.helpers import stop_process
+
+    script = textwrap.dedent("""
+        from prefect_wan.flows import keyframes_batch
+        keyframes_batch.serve(name="cancel-test")
+    """)
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    log = (tmp_path / "runner.log").open("w+")
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    yield process, tmp_path / "runner.log"
+    stop_process(process)
+    log.close()

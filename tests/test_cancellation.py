@@ -8,18 +8,16 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
-import pytest
 import yaml
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelling
 
 from prefect_wan.client.wire import TaskStatus
 from prefect_wan.ledger.journal import AttemptState, SubmissionJournal
-from tests.helpers import stop_process
 from tests.test_flows import FIRST, LAST
 
 PAIRS = 6
@@ -68,21 +66,6 @@ def _record_keys(journal: SubmissionJournal) -> list[str]:
     return [name.rsplit("/", 1)[-1][: -len(".json")] for name in journal.fs.ls(journal.root, detail=False) if name.endswith(".json")]
 
 
-@pytest.fixture
-def runner(prefect_harness, tmp_path):
-    """A real Prefect runner serving the batch flow, in its own process, as a deployment would run."""
-    script = textwrap.dedent("""
-        from prefect_wan.flows import keyframes_batch
-        keyframes_batch.serve(name="cancel-test")
-    """)
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-    log = (tmp_path / "runner.log").open("w+")
-    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    yield process, tmp_path / "runner.log"
-    stop_process(process)
-    log.close()
-
-
 async def test_cancelling_a_batch_cancels_its_queued_tasks(prefect_harness, emulator, tmp_path, runner):
     from prefect.deployments import arun_deployment
 
@@ -125,7 +108,8 @@ async def test_cancelling_a_batch_cancels_its_queued_tasks(prefect_harness, emul
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             await asyncio.sleep(0.5)
         assert state.is_cancelled(), state
-        logs = await client.read_logs()
+        # This run's logs: the session's other runs can fill a first page of them all.
+        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
         assert any("canceled 4 queued task(s) at the service" in entry.message and "2 already running will finish" in entry.message for entry in logs)
 
 

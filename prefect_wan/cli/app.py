@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from prefect_wan.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_OVER_BUDGET
-from prefect_wan.cli.options import EMULATOR, GenerationFlags, TargetFlags
+from prefect_wan.cli.options import EMULATOR, GenerationFlags, ReviewFlags, TargetFlags
 from prefect_wan.cli.running import precheck, print_table, refusal_text, refusals, run, with_progress
 from prefect_wan.client.regions import Region
 from prefect_wan.signatures import expand_groups
@@ -81,6 +81,7 @@ def batch(
     emulator: bool = EMULATOR,
     how: GenerationFlags = GenerationFlags(),
     where: TargetFlags = TargetFlags(),
+    drafts: ReviewFlags = ReviewFlags(),
 ) -> None:
     """Generate and archive every pair of a manifest; exit 1 if any pair failed, 3 if the budget left some unsubmitted."""
     from prefect_wan.flows import BatchFailedError, BatchResult, keyframes_batch
@@ -100,7 +101,9 @@ def batch(
                         max_cost=where.max_cost,
                         coordination=where.coordination,
                         fan_out=fan_out,
-                    )
+                        review=drafts.settings(),
+                    ),
+                    review=drafts.settings() is not None,
                 )
                 assert isinstance(result, BatchResult)
             except BatchFailedError as error:
@@ -115,10 +118,14 @@ def batch(
                 typer.echo(f"{video.label}: {video.video_url}" + (" (already archived)" if video.reused else ""))
             for skipped in result.skipped:
                 typer.echo(f"{skipped.label}: skipped for budget ({skipped.reason})")
+            for label in result.dropped:
+                typer.echo(f"{label}: dropped in review (its drafts are archived)")
             typer.echo(result.headline)
             return EXIT_FAILED if result.failures else EXIT_OVER_BUDGET if result.skipped else EXIT_OK
 
-        check = precheck(credentials, where.dest, manifest=manifest, options=how.options(), max_cost=where.max_cost, region=where.region.value)
+        check = precheck(
+            credentials, where.dest, manifest=manifest, options=how.options(), max_cost=where.max_cost, region=where.region.value, review=drafts.settings()
+        )
         raise typer.Exit(run(run_batch(), check, watch=True, verbose=where.verbose))
 
 
@@ -131,6 +138,7 @@ def storyboard(
     emulator: bool = EMULATOR,
     how: GenerationFlags = GenerationFlags(),
     where: TargetFlags = TargetFlags(),
+    drafts: ReviewFlags = ReviewFlags(),
 ) -> None:
     """Generate the transitions through every keyframe and stitch them into one video."""
     from prefect_wan.flows import ArchivedStoryboard, keyframes_storyboard
@@ -161,7 +169,9 @@ def storyboard(
                     force=where.force,
                     max_cost=where.max_cost,
                     coordination=where.coordination,
-                )
+                    review=drafts.settings(),
+                ),
+                review=drafts.settings() is not None,
             )
             assert isinstance(board, ArchivedStoryboard)
             typer.echo(f"storyboard: {board.video_url}")
@@ -176,7 +186,9 @@ def storyboard(
         except refusals() as error:
             typer.echo(f"Refused before sending: {refusal_text(error)}", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
-        check = precheck(credentials, where.dest, pairs=pairs, options=how.options(), max_cost=where.max_cost, region=where.region.value)
+        check = precheck(
+            credentials, where.dest, pairs=pairs, options=how.options(), max_cost=where.max_cost, region=where.region.value, review=drafts.settings()
+        )
         raise typer.Exit(run(run_storyboard(), check, watch=True, verbose=where.verbose))
 
 
@@ -187,6 +199,7 @@ def plan(
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON instead of a table."),
     how: GenerationFlags = GenerationFlags(),
     where: TargetFlags = TargetFlags(),
+    drafts: ReviewFlags = ReviewFlags(),
 ) -> None:
     """Say what a batch would do and cost, pair by pair, without sending anything (a dry run).
 
@@ -219,6 +232,7 @@ def plan(
                 budget=Budget.coerce(where.max_cost),
                 force=where.force,
                 coordination=coordination,
+                review=drafts.settings(),
             )
             if PREFECT_API_URL.value():
                 await report_plan(planned, key=artifact_key("wan-plan"))
@@ -231,6 +245,61 @@ def plan(
         raise typer.Exit(
             run(plan_batch(), precheck(credentials, where.dest, manifest=manifest, max_cost=where.max_cost, sends=False), quiet=True, needs_prefect=False)
         )
+
+
+@app.command()
+def review(
+    flow_run: str = typer.Argument(..., help="The waiting flow run: its name (the newest of that name) or its id."),
+    approve: list[str] = typer.Option([], "--approve", help="LABEL of a draft to approve (render its final). Repeatable."),
+    retake: list[str] = typer.Option([], "--retake", help="LABEL of a draft to take again with another seed. Repeatable."),
+    drop: list[str] = typer.Option([], "--drop", help="LABEL of a draft to drop (no final). Repeatable."),
+    prompt: list[str] = typer.Option([], "--prompt", help="LABEL=TEXT: a new prompt for a retaken draft. Repeatable."),
+    approve_passing: bool = typer.Option(False, "--approve-passing", help="Approve every draft whose checks pass and that is not named."),
+) -> None:
+    """List the drafts a run waits on for review, and answer them (as the Prefect UI's form does).
+
+    Without answers, a terminal is asked draft by draft; a pipe gets the list only. Needs the
+    Prefect server the run is on (PREFECT_API_URL)."""
+    from prefect.settings import PREFECT_API_URL
+    from rich.console import Console
+
+    from prefect_wan.cli.review import ask, show
+    from prefect_wan.flows.review import ReviewAnswerError, answer_review, waiting_review
+
+    if not PREFECT_API_URL.value():
+        typer.echo(
+            "No Prefect server configured (PREFECT_API_URL): a run waits for review on its server; a CLI run without one asks in its own terminal",
+            err=True,
+        )
+        raise typer.Exit(EXIT_BAD_INPUT)
+    prompts = dict(item.partition("=")[::2] for item in prompt)
+    if bad := [item for item in prompt if "=" not in item]:
+        typer.echo(f"--prompt {bad[0]!r}: give LABEL=TEXT", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    console = Console(stderr=True)
+
+    async def answer() -> int:
+        request = await waiting_review(flow_run)
+        if request is None:
+            typer.echo(f"{flow_run}: no run of that name or id waits for review", err=True)
+            return EXIT_BAD_INPUT
+        show(request, Console())
+        if not (approve or retake or drop or approve_passing):
+            if not console.is_terminal:
+                return EXIT_OK
+            answers = await asyncio.to_thread(ask, request, console)
+        else:
+            answers = request.answer(approve=approve, retake=retake, drop=drop, approve_passing=approve_passing, prompts=prompts)
+        await answer_review(request, answers)
+        decided = {d.label: answers[d.field] for d in request.drafts}
+        typer.echo(f"answered round {request.round} of {request.run_name}: " + ", ".join(f"{label} {d}" for label, d in decided.items()))
+        return EXIT_OK
+
+    try:
+        raise typer.Exit(asyncio.run(answer()))
+    except ReviewAnswerError as error:
+        typer.echo(f"Not answered: {error}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 @app.command(name="ls")

@@ -49,13 +49,21 @@ def render(progress: RunProgress) -> Group:
     return Group(Text(f"prefect-wan: {progress.title}", style="bold"), bar, table, *lines)
 
 
-async def follow(source: ProgressSource, console: Console) -> None:
-    """Show the run's progress until cancelled."""
+def _never() -> bool:
+    return False
+
+
+async def follow(source: ProgressSource, console: Console, held: Callable[[], bool] = _never) -> None:
+    """Show the run's progress until cancelled; nothing while ``held()`` (the terminal asks something)."""
     if console.is_terminal:
         with Live(console=console, refresh_per_second=1 / LIVE_REFRESH_SECONDS, transient=False) as live:
             try:
                 while True:
-                    if (progress := source()) is not None:
+                    if held() and live.is_started:
+                        live.stop()
+                    elif not held() and not live.is_started:
+                        live.start()
+                    if (progress := source()) is not None and live.is_started:
                         live.update(render(progress))
                     await asyncio.sleep(LIVE_REFRESH_SECONDS)
             finally:
@@ -67,7 +75,7 @@ async def follow(source: ProgressSource, console: Console) -> None:
         while True:
             progress = source()
             now = time.monotonic()
-            if progress is not None:
+            if progress is not None and not held():
                 line = progress.line()
                 if (line != last and now - last_at >= PLAIN_MIN_SECONDS) or now - last_at >= PLAIN_MAX_SECONDS:
                     console.print(f"progress: {line}", highlight=False, soft_wrap=True)

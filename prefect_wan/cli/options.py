@@ -15,6 +15,7 @@ from prefect_wan.signatures import parameter_group
 if TYPE_CHECKING:
     from prefect_wan.blocks import WanCredentials
     from prefect_wan.flows import GenerationOptions
+    from prefect_wan.flows.drafts import Review
 
 
 @parameter_group
@@ -90,6 +91,31 @@ class TargetFlags:
             typer.echo(f"Refused before sending: {reasons}", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         yield credentials
+
+
+@parameter_group
+@dataclass
+class ReviewFlags:
+    """Review before the expensive render: the run's ``Review``."""
+
+    review: bool = typer.Option(
+        False, "--review", help="Draft every pair cheaply, wait for your decisions (here, or in the Prefect UI with a server), render only the approved."
+    )
+    draft_resolution: str = typer.Option("480P", "--draft-resolution", help="Resolution of the drafts (below the final one).")
+    draft_model: Optional[str] = typer.Option(None, "--draft-model", help="A cheaper model for the drafts, for a model with no cheaper tier.")
+    approve_passing: bool = typer.Option(False, "--approve-passing", help="Approve drafts whose checks pass without asking.")
+
+    def settings(self) -> Optional[Review]:
+        """The ``Review`` asked for, or None without ``--review``."""
+        if not (self.review or self.draft_model or self.approve_passing):
+            return None
+        from prefect_wan.flows.drafts import Review
+
+        return Review(
+            draft_resolution=self.draft_resolution.upper(),
+            draft_model=self.draft_model,
+            auto_approve="passing" if self.approve_passing else None,
+        )
 
 
 EMULATOR = typer.Option(False, "--emulator", help="Run against a local emulator started for this command.")

@@ -26,16 +26,20 @@ def refusals() -> tuple[type[BaseException], ...]:
     return (PreflightError, ManifestError, MissingApiKeyError, ArchiveDestinationError, SkippedForBudgetError)
 
 
-def check_all(pairs: list[Any], options: Any, region: str) -> None:
-    """Every pair's rules that need no I/O (a wrong option refuses them all): one refusal, each
-    broken rule named once, with how many pairs break it."""
+def check_all(pairs: list[Any], options: Any, region: str, review: Any = None) -> None:
+    """Every pair's rules that need no I/O (a wrong option refuses them all), and its draft's with
+    ``review``: one refusal, each broken rule named once, with how many pairs break it."""
     from prefect_wan.client.errors import PreflightError, PreflightViolation
     from prefect_wan.client.preflight import check_request
+    from prefect_wan.flows.drafts import check_draftable, draft_changes
 
     broken: dict[str, tuple[PreflightViolation, list[str]]] = {}
     for pair in pairs:
         try:
-            check_request(pair.to_request(options), region)
+            checked = check_request(pair.to_request(options), region)
+            if review is not None:
+                check_draftable(review, checked.spec, checked.parameters.resolution)
+                check_request(pair.model_copy(update=draft_changes(review)).to_request(options), region)
         except PreflightError as refused:
             for violation in refused.violations:
                 broken.setdefault(str(violation), (violation, []))[1].append(pair.display_label())
@@ -70,6 +74,7 @@ async def precheck(
     sends: bool = True,
     pairs: Optional[list[Any]] = None,
     region: str = "singapore",
+    review: Any = None,
 ) -> None:
     """Everything that can be refused without sending, checked before Prefect (or its temporary
     server) starts: the budget, the key, the archive, the manifest or the pairs' rules (each pair's
@@ -90,21 +95,45 @@ async def precheck(
     if manifest is not None:
         pairs = await asyncio.to_thread(load_manifest, manifest)
     if pairs and options is not None:
-        check_all(pairs, options, credentials.region if isinstance(credentials, WanCredentials) else region)
+        check_all(pairs, options, credentials.region if isinstance(credentials, WanCredentials) else region, review)
     if pair is not None and isinstance(credentials, WanCredentials):
         async with credentials.get_client() as client:
             hand_over(await client.prepare(pair.to_request(options)))
 
 
-async def with_progress(flow_call: Awaitable[T]) -> T:
+async def with_progress(flow_call: Awaitable[T], *, review: bool = False) -> T:
     """A flow call with its progress shown beside it (live on a terminal, plain lines otherwise);
-    the display is gone by the time the caller prints the results."""
-    from prefect_wan.cli.display import follow, quiet_prefect_console
+    the display is gone by the time the caller prints the results. With ``review``, a run waiting
+    for review is asked in this terminal when no Prefect server is configured (the temporary one
+    has no one looking at its UI), and pointed to the UI when one is."""
+    from prefect.settings import PREFECT_API_URL
+
+    from prefect_wan.cli.display import LIVE_REFRESH_SECONDS, follow, quiet_prefect_console
+    from prefect_wan.cli.review import ask_here, point_to_ui
     from prefect_wan.flows.progress import watching
+    from prefect_wan.flows.review import ReviewRequest, reviewing
 
     console = Console(stderr=True)
-    with watching() as source, quiet_prefect_console(logging.WARNING if console.is_terminal else logging.NOTSET):
-        display = asyncio.ensure_future(follow(source, console))
+    on_server = bool(PREFECT_API_URL.value())  # read before the run: a temporary server is none
+    asking = asyncio.Event()
+
+    async def reviewer(request: ReviewRequest) -> None:
+        if on_server:
+            await point_to_ui(request, console)
+            return
+        asking.set()
+        await asyncio.sleep(2 * LIVE_REFRESH_SECONDS)  # the live display steps aside first
+        try:
+            await ask_here(request, console)
+        finally:
+            asking.clear()
+
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(watching())
+        stack.enter_context(quiet_prefect_console(logging.WARNING if console.is_terminal else logging.NOTSET))
+        if review:
+            stack.enter_context(reviewing(reviewer))
+        display = asyncio.ensure_future(follow(source, console, asking.is_set))
         try:
             return await flow_call
         finally:

@@ -7,7 +7,6 @@ fingerprint and the predicted output size.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -201,16 +200,36 @@ def _fingerprint(checked: CheckedRequest, first: LoadedMedia, last: Optional[Loa
     )
 
 
+def revised(prepared: PreparedRequest, request: KeyframeVideoRequest) -> PreparedRequest:
+    """``request`` (the prepared one with other fields: a draft's resolution or model, a take's
+    seed, a final's prompt) over the frames already read: every rule checked again, the
+    fingerprint and output size made anew, the frames not read again."""
+    checked = check_request(request, prepared.region)
+    problems = [
+        problem
+        for field, media in (("first_frame", prepared.first_frame), ("last_frame", prepared.last_frame if checked.uses_last_frame else None))
+        if media is not None and media.inspectable
+        for problem in _check_image(field, media, checked.family.image_limits)
+    ]
+    if problems:
+        raise PreflightError(problems)
+    first, last, audio = prepared.first_frame, prepared.last_frame if checked.uses_last_frame else None, prepared.driving_audio
+    resolution = checked.parameters.resolution or checked.spec.default_resolution
+    return PreparedRequest(
+        **checked.__dict__,
+        first_frame=first,
+        last_frame=last,
+        driving_audio=audio,
+        fingerprint=_fingerprint(checked, first, last, audio),
+        output_size=output_size(checked.parameters.ratio, first.width, first.height, resolution),
+    )
+
+
 def reseeded(prepared: PreparedRequest, seed: int) -> PreparedRequest:
     """The same request with another seed (another piece of work: its own fingerprint), frames not read again."""
     if not 0 <= seed <= SEED_MAX:
         raise PreflightError([PreflightViolation("seed", seed, f"must be in [0, {SEED_MAX}]")])
-    changed = dataclasses.replace(
-        prepared,
-        request=prepared.request.model_copy(update={"seed": seed}),
-        parameters=prepared.parameters.model_copy(update={"seed": seed}),
-    )
-    return dataclasses.replace(changed, fingerprint=_fingerprint(changed, changed.first_frame, changed.last_frame, changed.driving_audio))
+    return revised(prepared, prepared.request.model_copy(update={"seed": seed}))
 
 
 def _check_text(field: str, text: Optional[str], limit: int, truncate: bool, problems: list[PreflightViolation]) -> Optional[str]:

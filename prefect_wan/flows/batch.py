@@ -107,10 +107,12 @@ async def keyframes_batch(
     if fan_out:
         check_fan_out(run.credentials, run.coordination, setup.destination)
     if setup.dry_run:
-        plan = await plan_run(setup, todo)
+        plan = await plan_run(setup, todo, review)
         await report_plan(plan, key=artifact_key("wan-plan"))
         logger.info("Dry run, nothing sent: %s", plan.summary)
         return plan
+    # A reviewed batch drafts from pairs prepared once, every one refused before anything is sent.
+    reviewed = await setup.prepare_all(todo) if review is not None else []
     pipeline = await setup.start(in_flight=flight.max_in_flight, concurrency_limit=flight.concurrency_limit, rate_limit=flight.rate_limit)
     # Bounds how many pairs hold their frames in memory at once, while keeping the next ones ready.
     admitted = asyncio.Semaphore(flight.max_in_flight + 2)
@@ -179,8 +181,10 @@ async def keyframes_batch(
             async def render(item: PreparedPair, label: str) -> Optional[ArchivedVideo]:
                 return await attempt(item, by_label[label])
 
-            outcome = await review_then_render(review, setup, todo, render)
-            result.videos, result.drafts, result.dropped = outcome.finals, outcome.drafts, outcome.dropped
+            outcome = await review_then_render(review, setup, reviewed, render)
+            result.videos, result.drafts, result.dropped, result.skipped = outcome.finals, outcome.drafts, outcome.dropped, outcome.skipped
+            for skipped in outcome.skipped:
+                by_label[skipped.label].stage = "skipped"
         else:
             await asyncio.gather(*(generate(pair, pair_progress) for pair, pair_progress in zip(todo, progress.pairs)))
     finally:

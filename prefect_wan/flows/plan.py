@@ -15,6 +15,7 @@ from prefect_wan.archive.store import find_archived
 from prefect_wan.blocks.coordination import WanCoordination
 from prefect_wan.blocks.credentials import WanCredentials
 from prefect_wan.client.errors import PreflightError
+from prefect_wan.flows.drafts import Review, draft_of
 from prefect_wan.flows.models import GenerationOptions, KeyframePair
 from prefect_wan.flows.prepared import PreparedPair
 from prefect_wan.flows.setup import RunSetup
@@ -51,6 +52,7 @@ class RunPlan(BaseModel):
 
     pairs: list[PlannedPair]
     budget: Optional[Budget] = None
+    reviewed: bool = Field(default=False, description="Each pair is planned as its draft and its final.")
 
     @property
     def to_pay(self) -> dict[str, float]:
@@ -75,7 +77,7 @@ class RunPlan(BaseModel):
         parts = [f"{counts[a]} {a.value if a is not PlannedAction.SUBMIT else 'to submit'}" for a in PlannedAction if counts[a]]
         # An unknown price is never a zero: a total says how many pairs it leaves out.
         total = " + ".join(f"{amount:g} {currency}" for currency, amount in self.to_pay.items()) or ("unknown" if self.unpriced else "0")
-        text = f"{len(self.pairs)} pairs: {', '.join(parts)}; estimated cost {total}"
+        text = f"{len(self.pairs)} {'drafts and finals' if self.reviewed else 'pairs'}: {', '.join(parts)}; estimated cost {total}"
         if self.unconfirmed:
             text += " (includes unconfirmed prices)"
         if self.unpriced:
@@ -108,32 +110,40 @@ def cost_text(cost: CostEstimate) -> str:
     return f"{cost.amount:g} {cost.currency}" + ("" if cost.confirmed else " (unconfirmed price)")
 
 
-async def plan_run(setup: RunSetup, items: Sequence[Union[KeyframePair, PreparedPair]]) -> RunPlan:
+async def plan_run(setup: RunSetup, items: Sequence[Union[KeyframePair, PreparedPair]], review: Optional[Review] = None) -> RunPlan:
     """Say what the run would do with each pair (preparing those not prepared yet). Sends nothing
     to DashScope. Budget is allotted in order: the first pairs to submit are covered, later ones
-    marked over budget."""
+    marked over budget. With ``review``, each pair is its draft and its final, covered together or
+    not at all (a draft whose final cannot be paid for is money lost)."""
     gate = asyncio.Semaphore(PLAN_CONCURRENCY)
     journal = setup.coordination.journal()
 
-    async def inspect(item: Union[KeyframePair, PreparedPair]) -> PlannedPair:
-        if isinstance(item, PreparedPair):
-            return await _planned(item, setup, journal)
+    async def inspect(item: Union[KeyframePair, PreparedPair]) -> list[PlannedPair]:
+        label = item.label if isinstance(item, PreparedPair) else item.display_label()
         async with gate:
             try:
-                prepared = await setup.prepare(item)
+                final = item if isinstance(item, PreparedPair) else await setup.prepare(item)
+                works = [draft_of(review, final, setup.options), final] if review is not None else [final]
             except PreflightError as refused:
-                return PlannedPair(label=item.display_label(), action=PlannedAction.REFUSED, detail="; ".join(map(str, refused.violations)))
-            return await _planned(prepared, setup, journal)
+                return [PlannedPair(label=label, action=PlannedAction.REFUSED, detail="; ".join(map(str, refused.violations)))]
+            planned = [await _planned(work, setup, journal) for work in works]
+        if review is not None:
+            planned[0].detail = planned[0].detail or "draft: a retake costs as much again"
+            planned[1].detail = planned[1].detail or "final, if the draft is approved"
+        return planned
 
-    planned = list(await asyncio.gather(*(inspect(item) for item in items)))
+    groups = list(await asyncio.gather(*(inspect(item) for item in items)))
     ledger = SpendLedger(setup.budget)
-    for pair in planned:
-        if pair.action is PlannedAction.SUBMIT:
-            try:
+    for group in groups:
+        to_submit = [pair for pair in group if pair.action is PlannedAction.SUBMIT]
+        try:
+            for pair in to_submit:
                 ledger.commit(pair.fingerprint or pair.label, pair.cost, label=pair.label)
-            except SkippedForBudgetError as skipped:
+        except SkippedForBudgetError as skipped:
+            for pair in to_submit:
+                ledger.release(pair.fingerprint or pair.label)
                 pair.action, pair.detail = PlannedAction.OVER_BUDGET, skipped.reason
-    return RunPlan(pairs=planned, budget=setup.budget)
+    return RunPlan(pairs=[pair for group in groups for pair in group], budget=setup.budget, reviewed=review is not None)
 
 
 async def plan_pairs(
@@ -146,6 +156,7 @@ async def plan_pairs(
     force: bool = False,
     frame_storage_options: Optional[dict[str, Any]] = None,
     coordination: Optional[WanCoordination] = None,
+    review: Optional[Review] = None,
 ) -> RunPlan:
     """Preflight every pair and say what a run would do with it, outside a flow. Sends nothing."""
     setup = RunSetup(
@@ -159,7 +170,7 @@ async def plan_pairs(
         dry_run=True,
         frame_storage_options=frame_storage_options,
     )
-    return await plan_run(setup, pairs)
+    return await plan_run(setup, pairs, review)
 
 
 async def _planned(pair: PreparedPair, setup: RunSetup, journal: SubmissionJournal) -> PlannedPair:

@@ -8,9 +8,9 @@ from typing import Optional
 
 from prefect_wan.archive.record import CostEstimate, FrameRecord, RequestRecord
 from prefect_wan.client.images import LoadedMedia
-from prefect_wan.client.preflight import PreparedRequest, reseeded
+from prefect_wan.client.preflight import PreparedRequest, reseeded, revised
 from prefect_wan.client.request import KeyframeVideoRequest
-from prefect_wan.flows.models import KeyframePair
+from prefect_wan.flows.models import GenerationOptions, KeyframePair
 from prefect_wan.flows.quality import take_seed
 from prefect_wan.spend.pricing import estimate_request_cost
 
@@ -75,6 +75,11 @@ class PreparedPair:
         seed = take_seed(self.fingerprint, take)
         prepared = reseeded(self.prepared, seed)
         return PreparedPair(self.pair.model_copy(update={"seed": seed}), f"{self.label}-take{take}", prepared, request_record(prepared), self.cost)
+
+    def variant(self, pair: KeyframePair, options: GenerationOptions) -> PreparedPair:
+        """``pair`` (this one with other fields: a draft, a draft's retake, a final) over the frames
+        already read; every rule checked again."""
+        return PreparedPair.of(pair, revised(self.prepared, pair.to_request(options, self.prepared.request.storage_options)))
 
     @classmethod
     def of(cls, pair: KeyframePair, prepared: PreparedRequest) -> PreparedPair:

@@ -29,6 +29,7 @@ from prefect_wan.flows.plan import PlannedAction, RunPlan, plan_run
 from prefect_wan.flows.prepared import PreparedPair
 from prefect_wan.flows.progress import RunProgress, announce
 from prefect_wan.flows.reporting import artifact_key, report_plan, report_storyboard
+from prefect_wan.flows.review import Review, review_then_render
 from prefect_wan.flows.setup import RunSetup, wan_flow
 from prefect_wan.media.poster import contact_sheet
 from prefect_wan.media.scan import scan_video
@@ -134,6 +135,7 @@ async def keyframes_storyboard(
     frame_storage_options: Optional[dict[str, Any]] = None,
     drop_boundary: bool = True,
     fit: Optional[Fit] = None,
+    review: Optional[Review] = None,
     run: RunParameters = RunParameters(),
     flight: InFlightParameters = InFlightParameters(),
 ) -> Union[ArchivedStoryboard, RunPlan]:
@@ -151,6 +153,8 @@ async def keyframes_storyboard(
         drop_boundary: Show each inner keyframe once (clip i ends on the frame clip i+1 starts on).
         fit: When transitions would differ in size: ``pad`` or ``crop`` them to the first one's.
             Without it such keyframes are refused before anything is paid.
+        review: Draft every transition cheaply first and wait for a person's decisions; render the
+            finals only when every transition is approved, and stitch the finals.
 
     Returns:
         The stitched video's archive location and its sidecar record; re-runs reuse every archived
@@ -162,58 +166,80 @@ async def keyframes_storyboard(
     prepared = await setup.prepare_all(wanted)
     differ = _check_shapes(prepared, fit)
     if setup.dry_run:
-        plan = await plan_run(setup, prepared)
+        plan = await plan_run(setup, prepared, review)
         await report_plan(plan, key=artifact_key(f"wan-plan-{label}"))
         logger.info("Dry run, nothing sent: %s", plan.summary)
         return plan
-    pipeline = await setup.start(in_flight=flight.max_in_flight, concurrency_limit=flight.concurrency_limit, rate_limit=flight.rate_limit)
     if setup.budget is not None:
-        plan = await plan_run(setup, prepared)
+        plan = await plan_run(setup, prepared, review)
         if over := [p for p in plan.pairs if p.action is PlannedAction.OVER_BUDGET]:
-            raise SkippedForBudgetError(label, f"{len(over)} of its {len(prepared)} transitions are not covered ({plan.summary}); nothing was sent")
+            things = "drafts and finals" if review is not None else "transitions"
+            raise SkippedForBudgetError(label, f"{len(over)} of its {len(plan.pairs)} {things} are not covered ({plan.summary}); nothing was sent")
+    pipeline = await setup.start(in_flight=flight.max_in_flight, concurrency_limit=flight.concurrency_limit, rate_limit=flight.rate_limit)
     target, endpoint = setup.destination, setup.credentials.endpoint
-    fingerprint = storyboard_fingerprint([p.fingerprint for p in prepared], drop_boundary=drop_boundary, fit=fit)
-    stem = archive_stem(fingerprint, endpoint)
 
-    async def result(record: StoryboardRecord, reused: bool) -> ArchivedStoryboard:
+    async def result(record: StoryboardRecord, fingerprint: str, reused: bool) -> ArchivedStoryboard:
         poster_view_url = target.viewable_url(record.poster.path) if record.poster else None
         await report_storyboard(label, record, poster_view_url, reused=reused)
         return ArchivedStoryboard(
             label=label,
             fingerprint=fingerprint,
             video_url=record.video.url,
-            sidecar_url=target.public_url(target.path(sidecar_name(stem))),
+            sidecar_url=target.public_url(target.path(sidecar_name(archive_stem(fingerprint, endpoint)))),
             reused=reused,
             record=record,
             poster_view_url=poster_view_url,
         )
 
-    if not setup.force and (existing := await find_archived(target, fingerprint, endpoint, record_type=StoryboardRecord)) is not None:
+    async def archived(fingerprint: str) -> Optional[ArchivedStoryboard]:
+        if setup.force or (existing := await find_archived(target, fingerprint, endpoint, record_type=StoryboardRecord)) is None:
+            return None
         logger.info("%s: already archived at %s", label, existing.video.url)
-        return await result(existing, reused=True)
+        return await result(existing, fingerprint, reused=True)
 
+    # Without review the finals are known now: a storyboard archived already costs nothing more.
+    if review is None and (done := await archived(storyboard_fingerprint([p.fingerprint for p in prepared], drop_boundary=drop_boundary, fit=fit))):
+        return done
     await asyncio.to_thread(target.check_writable)
     progress = RunProgress(f"storyboard {label}", [PairProgress(label=pair.label) for pair in prepared], pipeline.spend)
+    by_label = {p.label: p for p in progress.pairs}
     announce(progress)
-    outcomes = await asyncio.gather(
-        *(pipeline.generate(pair, pair_progress) for pair, pair_progress in zip(prepared, progress.pairs)),
-        return_exceptions=True,
-    )
-    failed = [(pair.label, error) for pair, error in zip(prepared, outcomes) if isinstance(error, BaseException)]
+    failed: list[tuple[str, BaseException]] = []
+
+    async def render(pair: PreparedPair, transition: str) -> Optional[ArchivedVideo]:
+        try:
+            return await pipeline.generate(pair, by_label[transition])
+        except Exception as error:  # every transition goes on; the failures are said together
+            failed.append((pair.label, error))
+            return None
+
+    if review is not None:
+        outcome = await review_then_render(review, setup, prepared, render, whole=True)
+        if outcome.dropped and not failed:
+            raise StoryboardFailedError(
+                f"{label}: a storyboard needs every transition, and {', '.join(outcome.dropped)} was dropped in review: no final was rendered "
+                f"({len(outcome.drafts)} drafts are archived and will be reused)"
+            )
+        outcomes: list[Optional[ArchivedVideo]] = list(outcome.finals)
+    else:
+        outcomes = list(await asyncio.gather(*(render(pair, pair.label) for pair in prepared)))
     if failed:
         raise StoryboardFailedError(
             f"{len(failed)} of {len(prepared)} transitions failed (the others are archived and will be reused): "
             + "; ".join(f"{name}: {type(error).__name__}: {error}" for name, error in failed)
         )
-    videos: list[ArchivedVideo] = [v for v in outcomes if isinstance(v, ArchivedVideo)]
-    record = await _stitch_and_publish(videos, target, stem, fingerprint, endpoint, label, drop_boundary, fit, differ)
+    videos: list[ArchivedVideo] = [v for v in outcomes if v is not None]
+    fingerprint = storyboard_fingerprint([v.fingerprint for v in videos], drop_boundary=drop_boundary, fit=fit)
+    if review is not None and (done := await archived(fingerprint)):
+        return done
+    record = await _stitch_and_publish(videos, target, archive_stem(fingerprint, endpoint), fingerprint, endpoint, label, drop_boundary, fit, differ)
     logger.info("%s: %d transitions stitched by %s into %s", label, len(videos), record.stitch.method, record.video.url)
     emit_event(
         STORYBOARD_EVENT,
         resource={"prefect.resource.id": f"prefect_wan.storyboard.{fingerprint}", "prefect.resource.name": label},
         payload={"label": label, "fingerprint": fingerprint, "video_url": record.video.url, "segments": len(videos)},
     )
-    return await result(record, reused=False)
+    return await result(record, fingerprint, reused=False)
 
 
 async def _stitch_and_publish(
