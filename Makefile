@@ -46,6 +46,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/stitch.py
 	$(BIN)/python bench/double_pay.py
 	$(BIN)/python bench/archive.py
+	$(BIN)/python bench/review.py
+	$(BIN)/python bench/first_submission.py
 
 clean:
 	rm -rf $(VENV) wan-archive .pytest_cache

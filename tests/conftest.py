@@ -100,11 +100,14 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture
 def runner(prefect_harness, tmp_path):
-    """A real Prefect runner serving the batch flow, in its own process, as a deployment would run."""
+    """A real Prefect runner serving the batch flow (deployment ``keyframes-batch/cancel-test``), in
+    its own process, as a deployment would run; yielded once the deployment exists."""
     import subprocess
     import sys
     import textwrap
+    import time
 
+    import httpx
     from prefect.settings import PREFECT_API_URL
 
     from tests.helpers import stop_process
@@ -116,6 +119,10 @@ def runner(prefect_harness, tmp_path):
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     log = (tmp_path / "runner.log").open("w+")
     process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{PREFECT_API_URL.value()}/deployments/name/keyframes-batch/cancel-test").status_code != 200:
+        assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "runner.log").read_text()[-3000:]
+        time.sleep(0.5)
     yield process, tmp_path / "runner.log"
     stop_process(process)
     log.close()

@@ -355,24 +355,33 @@ async def test_faults_on_submit_and_query(emulator, frames):
     assert counters.faults_injected == {"submit:error:InternalError": 2, "query:error:ModelServingError": 2, "query:error:InvalidApiKey": 1}
 
 
+async def _throttled_queries(emulator, fraction: float, *, even: bool = False, calls: int = 20) -> list[int]:
+    """Which of ``calls`` queries were throttled, with that fraction of them armed to be."""
+    emulator.inject(op="query", fraction=fraction, even=even, count=None, status=429, code="Throttling", message="Requests throttling triggered.")
+    throttled = []
+    async with emulator.credentials().get_client() as client:
+        for call in range(calls):
+            try:
+                await client.get_task("x")
+            except ThrottledError:
+                throttled.append(call)
+    emulator.clear_faults()
+    return throttled
+
+
 async def test_throttled_fraction_is_deterministic(emulator, frames):
-    async def run() -> list[bool]:
+    async def run() -> list[int]:
         emulator.reset()
         emulator.configure(seed=7)
-        emulator.inject(op="query", fraction=0.5, count=None, status=429, code="Throttling", message="Requests throttling triggered.")
-        outcomes = []
-        async with emulator.credentials().get_client() as client:
-            for _ in range(20):
-                try:
-                    await client.get_task("x")
-                    outcomes.append(True)
-                except ThrottledError:
-                    outcomes.append(False)
-        emulator.clear_faults()
-        return outcomes
+        return await _throttled_queries(emulator, 0.5)
 
     first, second = await run(), await run()
-    assert first == second and 3 <= first.count(False) <= 17
+    assert first == second and 3 <= len(first) <= 17
+
+
+async def test_an_even_fraction_hits_exactly_that_share_of_calls_evenly_spaced(emulator, frames):
+    emulator.reset()
+    assert await _throttled_queries(emulator, 0.2, even=True) == [4, 9, 14, 19]
 
 
 async def test_dropped_connection_creates_the_task_but_the_client_cannot_know(emulator, frames):

@@ -128,6 +128,16 @@ def test_a_database_of_another_prefect_version_is_named_in_one_line(tmp_path):
     assert len(lines) <= 2 and str(database) in " ".join(lines) and "PREFECT_HOME" in " ".join(lines), lines
 
 
+def test_a_temporary_server_that_cannot_start_is_one_line_that_names_why(tmp_path):
+    # The database's folder does not exist: the command's temporary server dies while it starts.
+    env = _quiet_env(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path}/missing/prefect.db")
+    done = subprocess.run(CLI + ["generate", FIRST, LAST, "--emulator", "--dest", str(tmp_path / "a")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("Using the local emulator")]
+    assert len(lines) == 1 and "TemporaryServerError" in lines[0] and "unable to open database file" in lines[0], lines
+    assert "PREFECT_API_URL" in lines[0] and "^^^" not in lines[0], lines
+
+
 def test_the_demo_runs_beside_a_database_of_another_prefect_version(tmp_path):
     database = _foreign_database(tmp_path / "user" / ".prefect")
     before = database.read_bytes()

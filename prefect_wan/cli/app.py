@@ -36,7 +36,7 @@ def generate(
     where: TargetFlags = TargetFlags(),
 ) -> None:
     """Generate the video between two keyframes and archive it."""
-    from prefect_wan.flows import ArchivedVideo, KeyframePair, keyframes_to_video
+    from prefect_wan.flows.models import KeyframePair
 
     options = how.options()
     with where.service(emulator) as credentials:
@@ -47,6 +47,10 @@ def generate(
             raise typer.Exit(EXIT_BAD_INPUT) from None
 
         async def generate_pair() -> int:
+            from prefect_wan.cli.server import temporary_server_ready
+            from prefect_wan.flows import ArchivedVideo, keyframes_to_video
+
+            await temporary_server_ready()
             video = await keyframes_to_video(
                 first,
                 last,
@@ -84,11 +88,11 @@ def batch(
     drafts: ReviewFlags = ReviewFlags(),
 ) -> None:
     """Generate and archive every pair of a manifest; exit 1 if any pair failed, 3 if the budget left some unsubmitted."""
-    from prefect_wan.flows import BatchFailedError, BatchResult, keyframes_batch
-
     with where.service(emulator) as credentials:
 
         async def run_batch() -> int:
+            from prefect_wan.flows import BatchFailedError, BatchResult, keyframes_batch
+
             try:
                 result = await with_progress(
                     keyframes_batch(

@@ -16,9 +16,10 @@ _REVISION = re.compile(r'^revision = "([0-9a-f]+)"', re.MULTILINE)
 
 
 def _known_revisions() -> set[str]:
-    import prefect.server.database as database
+    import prefect
 
-    folder = Path(database.__file__).parent / "_migrations" / "versions" / "sqlite"
+    # Found by path: importing prefect.server.database would cost the command a second.
+    folder = Path(prefect.__file__).parent / "server" / "database" / "_migrations" / "versions" / "sqlite"
     return {m.group(1) for path in folder.glob("*.py") for m in [_REVISION.search(path.read_text())] if m}
 
 

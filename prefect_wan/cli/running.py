@@ -6,12 +6,16 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import Any, Awaitable, Coroutine, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Coroutine, Optional, TypeVar, Union
 
 from rich.console import Console
 
 from prefect_wan.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OVER_BUDGET
 from prefect_wan.cli.prefect_home import unopenable_database
+
+if TYPE_CHECKING:  # imported where used: a refusal must not wait for Prefect's flows to import
+    from prefect_wan.flows.drafts import Review
+    from prefect_wan.flows.models import GenerationOptions, KeyframePair
 
 T = TypeVar("T")
 
@@ -26,7 +30,7 @@ def refusals() -> tuple[type[BaseException], ...]:
     return (PreflightError, ManifestError, MissingApiKeyError, ArchiveDestinationError, SkippedForBudgetError)
 
 
-def check_all(pairs: list[Any], options: Any, region: str, review: Any = None) -> None:
+def check_all(pairs: list[KeyframePair], options: GenerationOptions, region: str, review: Optional[Review] = None) -> None:
     """Every pair's rules that need no I/O (a wrong option refuses them all), and its draft's with
     ``review``: one refusal, each broken rule named once, with how many pairs break it."""
     from prefect_wan.client.errors import PreflightError, PreflightViolation
@@ -68,13 +72,13 @@ async def precheck(
     dest: str,
     *,
     manifest: Optional[str] = None,
-    pair: Any = None,
-    options: Any = None,
+    pair: Optional[KeyframePair] = None,
+    options: Optional[GenerationOptions] = None,
     max_cost: Optional[str] = None,
     sends: bool = True,
-    pairs: Optional[list[Any]] = None,
+    pairs: Optional[list[KeyframePair]] = None,
     region: str = "singapore",
-    review: Any = None,
+    review: Optional[Review] = None,
 ) -> None:
     """Everything that can be refused without sending, checked before Prefect (or its temporary
     server) starts: the budget, the key, the archive, the manifest or the pairs' rules (each pair's
@@ -96,7 +100,7 @@ async def precheck(
         pairs = await asyncio.to_thread(load_manifest, manifest)
     if pairs and options is not None:
         check_all(pairs, options, credentials.region if isinstance(credentials, WanCredentials) else region, review)
-    if pair is not None and isinstance(credentials, WanCredentials):
+    if pair is not None and options is not None and isinstance(credentials, WanCredentials):
         async with credentials.get_client() as client:
             hand_over(await client.prepare(pair.to_request(options)))
 
@@ -110,11 +114,12 @@ async def with_progress(flow_call: Awaitable[T], *, review: bool = False) -> T:
 
     from prefect_wan.cli.display import LIVE_REFRESH_SECONDS, follow, quiet_prefect_console
     from prefect_wan.cli.review import ask_here, point_to_ui
+    from prefect_wan.cli.server import started_here, temporary_server_ready
     from prefect_wan.flows.progress import watching
     from prefect_wan.flows.review import ReviewRequest, reviewing
 
     console = Console(stderr=True)
-    on_server = bool(PREFECT_API_URL.value())  # read before the run: a temporary server is none
+    on_server = bool(PREFECT_API_URL.value()) and not started_here()  # a temporary server of this command is none
     asking = asyncio.Event()
 
     async def reviewer(request: ReviewRequest) -> None:
@@ -135,6 +140,7 @@ async def with_progress(flow_call: Awaitable[T], *, review: bool = False) -> T:
             stack.enter_context(reviewing(reviewer))
         display = asyncio.ensure_future(follow(source, console, asking.is_set))
         try:
+            await temporary_server_ready()
             return await flow_call
         finally:
             display.cancel()
@@ -167,11 +173,14 @@ def run(
 
         # Prefect's own logs (a temporary server starting, tracebacks) stay in Prefect unless asked for.
         with quiet_prefect_console(logging.NOTSET if verbose else logging.CRITICAL):
-            if watch or quiet:
+            with contextlib.ExitStack() as stack:
+                if needs_prefect:
+                    from prefect_wan.cli.server import temporary_server
+
+                    stack.enter_context(temporary_server())  # every refusal has passed: it starts while the run imports and prepares
+                if not (watch or quiet):
+                    stack.enter_context(console.status("Generating... (tasks take 1-5 minutes on the real service; --verbose shows Prefect's logs)"))
                 result = asyncio.run(coroutine)
-            else:
-                with console.status("Generating... (tasks take 1-5 minutes on the real service; --verbose shows Prefect's logs)"):
-                    result = asyncio.run(coroutine)
     except SkippedForBudgetError as error:
         console.print(f"[yellow]Not submitted:[/yellow] {error}", highlight=False, soft_wrap=True)
         return EXIT_OVER_BUDGET

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from itertools import count
@@ -32,13 +33,16 @@ class FaultRule(BaseModel):
       with that defect: the transition never lands on the last keyframe, the picture stops moving
       for most of the video, or it goes black. A later render (a retake) is clean unless asked.
     With ``fraction`` set, each matching call is hit with that probability (seeded dice) and
-    ``count`` bounds the hits (``None`` = no bound).
+    ``count`` bounds the hits (``None`` = no bound); with ``even`` too, exactly that share of the
+    matching calls is hit, evenly spaced (a 20 % rate over 20 calls is 4 hits, not what dice give).
     """
 
     op: Operation
     action: Action = "error"
     count: Optional[int] = Field(default=1, ge=0)
     fraction: Optional[float] = Field(default=None, gt=0, le=1)
+    even: bool = False
+    calls: int = Field(default=0, ge=0, description="Matching calls seen (an even fraction's position).")
     status: int = 500
     code: str = "InternalError"
     message: str = "An internal error has occured, please try again later or contact service support."
@@ -73,8 +77,13 @@ class FaultBook:
                 continue
             if rule.count is not None and rule.count <= 0:
                 continue
-            if rule.fraction is not None and self.dice.random() >= rule.fraction:
-                continue
+            if rule.fraction is not None:
+                if rule.even:
+                    rule.calls += 1
+                    if math.floor(rule.calls * rule.fraction) == math.floor((rule.calls - 1) * rule.fraction):
+                        continue
+                elif self.dice.random() >= rule.fraction:
+                    continue
             if rule.count is not None:
                 rule.count -= 1
             self.injected[f"{op}:{rule.action}:{rule.code if rule.action in ('error', 'fail') else ''}".rstrip(":")] += 1

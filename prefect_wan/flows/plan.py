@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, defaultdict
 from enum import Enum
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from pydantic import BaseModel, Field
 
@@ -110,11 +110,17 @@ def cost_text(cost: CostEstimate) -> str:
     return f"{cost.amount:g} {cost.currency}" + ("" if cost.confirmed else " (unconfirmed price)")
 
 
-async def plan_run(setup: RunSetup, items: Sequence[Union[KeyframePair, PreparedPair]], review: Optional[Review] = None) -> RunPlan:
+async def plan_run(
+    setup: RunSetup,
+    items: Sequence[Union[KeyframePair, PreparedPair]],
+    review: Optional[Review] = None,
+    drafts: Optional[Mapping[str, PreparedPair]] = None,
+) -> RunPlan:
     """Say what the run would do with each pair (preparing those not prepared yet). Sends nothing
     to DashScope. Budget is allotted in order: the first pairs to submit are covered, later ones
     marked over budget. With ``review``, each pair is its draft and its final, covered together or
-    not at all (a draft whose final cannot be paid for is money lost)."""
+    not at all (a draft whose final cannot be paid for is money lost); ``drafts`` are the drafts
+    the run made already, by label (made here otherwise)."""
     gate = asyncio.Semaphore(PLAN_CONCURRENCY)
     journal = setup.coordination.journal()
 
@@ -123,7 +129,11 @@ async def plan_run(setup: RunSetup, items: Sequence[Union[KeyframePair, Prepared
         async with gate:
             try:
                 final = item if isinstance(item, PreparedPair) else await setup.prepare(item)
-                works = [draft_of(review, final, setup.options), final] if review is not None else [final]
+                if review is not None:
+                    draft = drafts[label] if drafts is not None and label in drafts else draft_of(review, final, setup.options)
+                    works = [draft, final]
+                else:
+                    works = [final]
             except PreflightError as refused:
                 return [PlannedPair(label=label, action=PlannedAction.REFUSED, detail="; ".join(map(str, refused.violations)))]
             planned = [await _planned(work, setup, journal) for work in works]

@@ -27,6 +27,7 @@ from prefect.input import RunInput
 from prefect.input.actions import acreate_flow_run_input, aread_flow_run_input
 from prefect.input.run_input import keyset_from_base_key
 from prefect.runtime import deployment, flow_run
+from prefect.settings import PREFECT_UI_URL
 from pydantic import BaseModel, Field, create_model
 
 from prefect_wan.client.errors import WanError
@@ -150,7 +151,9 @@ def review_request(round_: DraftRound, finals: dict[str, PreparedPair]) -> Revie
                 poster_url=record.poster.url if record.poster else None,
             )
         )
-    return ReviewRequest(run_id=str(flow_run.get_id()), run_name=str(flow_run.get_name()), round=round_.number, ui_url=flow_run.ui_url, drafts=drafts)
+    # Without a UI URL (no server configured) Prefect's would read "None/flow-runs/...".
+    ui_url = flow_run.ui_url if PREFECT_UI_URL.value() else None
+    return ReviewRequest(run_id=str(flow_run.get_id()), run_name=str(flow_run.get_name()), round=round_.number, ui_url=ui_url, drafts=drafts)
 
 
 def describe(round_: DraftRound, request: ReviewRequest) -> str:
@@ -198,6 +201,25 @@ def reviewing(listener: Callable[[ReviewRequest], Awaitable[None]]) -> Iterator[
         _LISTENERS.remove(listener)
 
 
+async def _when_waiting(listener: Callable[[ReviewRequest], Awaitable[None]], request: ReviewRequest, base: str) -> None:
+    """Tell ``listener`` once the run is paused on this round: Prefect refuses an answer before that."""
+    logger = get_run_logger()
+    try:
+        async with get_client() as client:
+            while True:
+                state = (await client.read_flow_run(UUID(request.run_id))).state
+                keyset = state.state_details.run_input_keyset if state is not None and state.is_paused() else None
+                if keyset is not None and keyset["response"].startswith(base):
+                    break
+                if state is None or state.is_final():
+                    return
+                await asyncio.sleep(0.1)
+        await listener(request)
+    except Exception:
+        # The run still waits: an answer can come from the UI or prefect-wan review.
+        logger.exception("Review round %d: the reviewer of this process failed; the run waits for an answer from the UI", request.round)
+
+
 def _suspends(review: Review) -> bool:
     # Only a deployment run can start again after its process ended: other runs pause.
     return review.wait == "suspend" or (review.wait == "auto" and deployment.id is not None)
@@ -229,7 +251,7 @@ async def ask(round_: DraftRound, review: Review, finals: dict[str, PreparedPair
             request.run_name,
         )
         for listener in list(_LISTENERS):
-            task = asyncio.ensure_future(listener(request))
+            task = asyncio.ensure_future(_when_waiting(listener, request, base))
             _LISTENING.add(task)
             task.add_done_callback(_LISTENING.discard)
     try:
@@ -288,20 +310,19 @@ class ReviewOutcome:
     skipped: list[PairSkip] = field(default_factory=list)
 
 
-async def _covered(review: Review, setup: RunSetup, finals: list[PreparedPair], outcome: ReviewOutcome) -> list[PreparedPair]:
-    """The pairs whose draft and final ``max_cost`` covers together; the others are skipped before
-    anything is sent (a draft whose final cannot be paid for is money lost)."""
+async def _covered(
+    review: Review, setup: RunSetup, finals: list[PreparedPair], drafts: dict[str, PreparedPair], outcome: ReviewOutcome
+) -> dict[str, PreparedPair]:
+    """The drafts of the pairs whose draft and final ``max_cost`` covers together; the others are
+    skipped before anything is sent (a draft whose final cannot be paid for is money lost)."""
     if setup.budget is None:
-        return finals
-    plan = await plan_run(setup, finals, review)
+        return drafts
+    plan = await plan_run(setup, finals, review, drafts)
     over = {p.label: p for p in plan.pairs if p.action is PlannedAction.OVER_BUDGET}
-    covered = []
     for final in finals:
         if (skipped := over.get(final.label)) is not None:
             outcome.skipped.append(PairSkip(label=final.label, reason=skipped.detail, estimated_cost=skipped.cost.amount, currency=skipped.cost.currency))
-        else:
-            covered.append(final)
-    return covered
+    return {label: draft for label, draft in drafts.items() if label not in over}
 
 
 async def review_then_render(
@@ -322,7 +343,8 @@ async def review_then_render(
     """
     outcome = ReviewOutcome()
     by_label = {final.label: final for final in finals}
-    drafting = {final.label: draft_of(review, final, setup.options) for final in await _covered(review, setup, finals, outcome)}
+    drafts = {final.label: draft_of(review, final, setup.options) for final in finals}
+    drafting = await _covered(review, setup, finals, drafts, outcome)
     approved: dict[str, ArchivedVideo] = {}
     for number in range(1, review.max_rounds + 1):
         videos = await asyncio.gather(*(render(d, label) for label, d in drafting.items()))

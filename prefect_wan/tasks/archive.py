@@ -21,7 +21,7 @@ from prefect_wan.client.images import redact_url
 from prefect_wan.client.results import SubmittedTask, VideoResult
 from prefect_wan.media.poster import contact_sheet
 from prefect_wan.media.scan import scan_video
-from prefect_wan.media.shots import ShotObserver, ShotThresholds, check_shot
+from prefect_wan.media.shots import FittedKeyframes, ShotObserver, ShotThresholds, check_shot
 from prefect_wan.spend.pricing import estimate_cost
 from prefect_wan.tasks.caching import retry_if_transient
 from prefect_wan.tasks.naming import run_name
@@ -84,6 +84,8 @@ async def archive_video(
         # copied while it is decoded. A video that replaces an archived one (``force``) is uploaded
         # only after its checks. Nothing unverified or half-done stays: see StagedVideo.
         staged = await StagedVideo.open(destination, stem=archive_stem(submitted.fingerprint, endpoint), early=not force)
+        # The keyframes are fitted to the predicted size while the video downloads.
+        fitting = _fit_ahead(keyframes, request)
         try:
             async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT) as http:
                 video = await download_video(result.video_url, Path(spool) / "video.mp4", http=http, mirror=staged.mirror)
@@ -91,7 +93,8 @@ async def archive_video(
             shot = ShotObserver(thresholds or ShotThresholds())
             scan = await asyncio.to_thread(scan_video, video.path, observers=[shot])
             probe = scan.probe
-            checks = await asyncio.to_thread(check_shot, shot, probe, request, keyframes or (None, None))
+            fitted = await fitting if fitting is not None else None
+            checks = await asyncio.to_thread(check_shot, shot, probe, request, keyframes or (None, None), fitted)
             family = spec.family if spec else None
             expected_audio = bool(family and family.has_audio and (request.audio is not False))
             warnings = _warnings(probe, expected_audio, checks)
@@ -125,7 +128,25 @@ async def archive_video(
             poster = await asyncio.to_thread(contact_sheet, scan.thumbs)
             record = await staged.complete(record, poster)
         except BaseException:
+            _drop(fitting)
             await staged.discard()  # nothing unverified or half-done stays in the archive
             raise
     logger.info("%s: archived %d bytes at %s", label or "pair", record.video.bytes, record.video.url)
     return record
+
+
+def _fit_ahead(keyframes: Optional[tuple[Optional[bytes], Optional[bytes]]], request: RequestRecord) -> Optional[asyncio.Future[FittedKeyframes]]:
+    if keyframes is None or keyframes == (None, None) or not request.predicted_size:
+        return None
+    width, height = request.predicted_size
+    return asyncio.ensure_future(asyncio.to_thread(FittedKeyframes.of, keyframes, width, height))
+
+
+def _drop(fitting: Optional[asyncio.Future[FittedKeyframes]]) -> None:
+    # The archive step failed: its own error is the one raised, not the fitting's.
+    if fitting is None:
+        return
+    if not fitting.done():
+        fitting.cancel()
+    elif not fitting.cancelled():
+        fitting.exception()
