@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# Prefect's SDK telemetry stays off unless you set DO_NOT_TRACK yourself (as the CLI does): its
+# first-run notice would land in the demo's output.
 demo: $(STAMP)
-	$(BIN)/python -m prefect_wan.demo
+	DO_NOT_TRACK=$${DO_NOT_TRACK:-1} $(BIN)/python -m prefect_wan.demo
 
 # The many-machines tests start a real Redis server: Debian's, installed here when missing.
 redis-server:

@@ -148,3 +148,64 @@ async def test_ctrl_c_cancels_the_queued_tasks_of_the_cli_run(prefect_harness, e
     assert process.returncode == 130, output[-3000:]
     assert "Interrupted" in output and "canceled 4 queued task(s) at the service" in output, output[-3000:]
     await _assert_queued_ones_canceled_and_nothing_sent_after(emulator)
+
+
+def _own_server_of(pid: int) -> int | None:
+    """The pid of the temporary Prefect server a command (``pid``) started, if it runs."""
+    for proc in os.listdir("/proc"):
+        if not proc.isdigit():
+            continue
+        try:
+            argv = open(f"/proc/{proc}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 2 and argv[1].endswith(b"server_process.py") and argv[2] == str(pid).encode():
+            return int(proc)
+    return None
+
+
+def _cli_on_its_own_server(emulator, tmp_path, seed: int) -> subprocess.Popen:
+    """``prefect-wan batch`` with no Prefect server configured, as a terminal starts it (its own group)."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(yaml.safe_dump({"pairs": _pair_dicts(seed)}))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path / "home"), "DASHSCOPE_API_KEY": emulator.api_key}
+    command = [sys.executable, "-m", "prefect_wan.cli", "batch", str(manifest), "--base-url", emulator.base_url, "--region", "singapore"]
+    command += ["--resolution", "480P", "--dest", str(tmp_path / "archive"), "--max-in-flight", str(PAIRS)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+async def test_ctrl_c_at_a_terminal_leaves_the_commands_own_server_up_for_the_crash_hook(emulator, tmp_path):
+    """A terminal's Ctrl-C reaches its whole foreground group: the command's temporary server must
+    not die of it before the run's crash hook and last logs have used it."""
+    emulator.configure(**SLOW)
+    process = _cli_on_its_own_server(emulator, tmp_path, 8300)
+    try:
+        await _wait_for(lambda: emulator.counters().submissions_accepted == PAIRS, "every pair to be submitted", 120, process)
+        server = _own_server_of(process.pid)
+        assert server is not None
+        os.killpg(process.pid, signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, output[-3000:]
+    assert "Interrupted: canceled 4 queued task(s) at the service" in output, output[-3000:]
+    assert "Unable to connect" not in output and "EventsWorker" not in output and "Traceback" not in output, output[-3000:]
+    await _wait_for(lambda: _statuses(emulator).get(TaskStatus.CANCELED, 0) == PAIRS - 2, "the queued tasks to be canceled", 30)
+    await _wait_for(lambda: not os.path.exists(f"/proc/{server}"), "the temporary server to end with the command", 15)
+
+
+async def test_the_commands_own_server_ends_when_the_command_is_killed(emulator, tmp_path):
+    emulator.configure(**SLOW)
+    process = _cli_on_its_own_server(emulator, tmp_path, 8400)
+    try:
+        await _wait_for(lambda: _own_server_of(process.pid) is not None, "the temporary server to start", 60, process)
+        server = _own_server_of(process.pid)
+        process.kill()  # no chance to stop it
+        process.wait(timeout=10)
+        await _wait_for(
+            lambda: not os.path.exists(f"/proc/{server}") or open(f"/proc/{server}/stat").read().split()[2] == "Z", "the orphaned server to end", 15
+        )
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -44,7 +44,7 @@ async def _paused_run(name: str, submitted: int, emulator, timeout: float = 180)
             run = next((r for r in runs if r.name == name and r.state is not None and r.state.is_paused()), None)
             if run is not None and run.state is not None and run.state.is_paused() and emulator.counters().submissions_accepted == submitted:
                 return run
-            assert time.monotonic() < deadline, [(r.name, r.state.name if r.state else None) for r in runs]
+            assert time.monotonic() < deadline, ([(r.name, r.state.name if r.state else None) for r in runs], emulator.counters().submissions_accepted)
             await asyncio.sleep(0.3)
 
 
@@ -79,6 +79,57 @@ async def test_a_reviewed_batch_renders_only_the_approved_pairs(prefect_harness,
     waiting = events_named(asserting_events_worker, WAITING_EVENT)
     assert [e.payload["drafts"] for e in waiting][-2:] == [["r0", "r1", "r2", "r3"], ["r3"]]
     assert events_named(asserting_events_worker, ANSWERED_EVENT)[-1].payload["decisions"] == {"r3": "approve"}
+
+
+async def test_a_reviewer_of_this_process_answers_once_the_run_is_paused_and_a_failing_one_is_logged(prefect_harness, emulator, tmp_path):
+    """A listener answers at once: it is told only once Prefect would take the answer. One that
+    fails is logged, and the run still waits for an answer from elsewhere (here: the API)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from prefect_wan.flows.review import reviewing
+
+    told: list[int] = []
+
+    async def answers_at_once(request: ReviewRequest) -> None:
+        told.append(request.round)
+        await answer_review(request, request.answer(approve=[d.label for d in request.drafts]))
+
+    async def fails(request: ReviewRequest) -> None:
+        raise RuntimeError("the reviewer's own bug")
+
+    pairs = [KeyframePair(first_frame=FIRST, last_frame=LAST, prompt="listened", label=f"l{i}", seed=2250 + i) for i in range(2)]
+    with reviewing(answers_at_once):
+        listened = keyframes_batch(
+            pairs=pairs,
+            options=GenerationOptions(resolution="720P"),
+            credentials=emulator.credentials(),
+            destination=str(tmp_path / "a"),
+            poll=POLL,
+            review=Review(),
+        )
+        result = await asyncio.wait_for(listened, 120)  # an answer Prefect refused would leave it waiting
+    assert told == [1] and len(result.videos) == 2 and emulator.counters().submissions_accepted == 4
+
+    with reviewing(fails):
+        running = asyncio.ensure_future(
+            keyframes_batch(
+                pairs=[KeyframePair(first_frame=FIRST, last_frame=LAST, prompt="listened", label="l0", seed=2260)],
+                options=GenerationOptions(resolution="720P"),
+                credentials=emulator.credentials(),
+                destination=str(tmp_path / "b"),
+                poll=POLL,
+                review=Review(),
+            )
+        )
+        run = await _paused_run("wan-batch-1-pairs", 5, emulator)
+        await resume_flow_run(run.id, run_input={"l0": "drop"})
+        result = await asyncio.wait_for(running, 120)
+    assert result.dropped == ["l0"]
+    async with get_client() as client:
+        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+    assert any("the reviewer of this process failed" in entry.message and "the reviewer's own bug" in entry.message for entry in logs), [
+        e.message for e in logs
+    ]
 
 
 async def test_auto_approve_asks_nothing_when_every_draft_passes(prefect_harness, emulator, tmp_path):

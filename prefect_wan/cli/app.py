@@ -4,7 +4,6 @@ list the archive, set the account's limits, or run the emulator. Exit codes: ``p
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Optional
 
 import typer
@@ -365,7 +364,6 @@ def limits(
     """Create (or update) the Prefect global limits that every run, on every machine, shares for one account."""
     from prefect_wan.cli.limits import ensure_account_limits
 
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     concurrency, rate = asyncio.run(ensure_account_limits(name, running=running, submits_per_second=submits_per_second))
     typer.echo(f"concurrency limit {concurrency!r}: {running} at once; rate limit {rate!r}: {submits_per_second:g} submissions/s")
     typer.echo(f"Use: concurrency_limit={concurrency!r}, rate_limit={rate!r} (flow parameters or a WanCoordination block)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from typing import TYPE_CHECKING, Any, Awaitable, Coroutine, Optional, TypeVar, Union
 
 from rich.console import Console
@@ -161,7 +160,6 @@ def run(
     from prefect_wan.client.errors import WanError
     from prefect_wan.spend.budget import SkippedForBudgetError
 
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     console = Console(stderr=True)
     try:
         if check is not None:
@@ -194,13 +192,11 @@ def run(
         # By now the flow's crash hook has canceled its queued tasks: say what it did.
         from prefect_wan.flows.cancellation import stopped_in_this_process
 
-        done = "; ".join(report.describe() for report in stopped_in_this_process())
-        console.print(
-            f"[yellow]Interrupted:[/yellow] {done or 'tasks still queued at the service were canceled'}; running ones finish "
-            "and bill, and the next run adopts them instead of paying again",
-            highlight=False,
-            soft_wrap=True,
+        # The report says what became of each task; without one, what the crash hook does in general.
+        done = "; ".join(report.describe() for report in stopped_in_this_process()) or (
+            "tasks still queued at the service were canceled; running ones finish and bill, and the next run adopts them instead of paying again"
         )
+        console.print(f"[yellow]Interrupted:[/yellow] {done}", highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
     finally:
         coroutine.close()  # never started when a check refused the run

@@ -57,12 +57,14 @@ class TemporaryServer:
             **{f"PREFECT_SERVER_SERVICES_{service}_ENABLED": "false" for service in IDLE_SERVICES},
         }
         self._log: IO[bytes] = tempfile.TemporaryFile()
+        uvicorn = ["--app-dir", str(Path(prefect.__file__).parent.parent), "--factory", "prefect.server.api.server:create_app"]
+        uvicorn += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory", "prefect.server.api.server:create_app"]
-            + ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
+            [sys.executable, str(Path(__file__).with_name("server_process.py")), str(os.getpid()), *uvicorn],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # out of the terminal's process group: see server_process.py
         )
 
     def wait_until_healthy(self) -> None:

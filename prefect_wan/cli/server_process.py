@@ -1,0 +1,27 @@
+"""The temporary Prefect server's process: uvicorn over Prefect's API, in a session of its own (a
+Ctrl-C at the terminal is the command's to handle: the server must outlive it long enough for the
+run's crash hooks and last logs), ending as soon as the command that started it is gone.
+
+Run as a script (``python server_process.py PARENT_PID UVICORN_ARGS...``), not imported.
+"""
+
+import os
+import signal
+import sys
+import threading
+import time
+
+
+def _end_with(parent: int) -> None:
+    # The command stops the server itself; this is for a command killed without the chance (kill -9).
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    threading.Thread(target=_end_with, args=(int(sys.argv[1]),), daemon=True).start()
+    import uvicorn
+
+    sys.argv = ["uvicorn", *sys.argv[2:]]
+    uvicorn.main()
