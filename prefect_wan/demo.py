@@ -10,6 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefect_wan.blocks import WanCredentials
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 
@@ -23,25 +27,30 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not os.environ.get("PREFECT_API_URL"):
         os.environ["PREFECT_HOME"] = str(Path.cwd() / DEMO_HOME)
+    from prefect_wan.cli.server import temporary_server, temporary_server_ready
     from prefect_wan.client.polling import PollSchedule
     from prefect_wan.emulator import run_emulator
     from prefect_wan.flows import ArchivedVideo, GenerationOptions, keyframes_to_video
 
-    with run_emulator(region="beijing") as emulator:
-        print(f"DashScope emulator at {emulator.base_url} (region beijing, key {emulator.api_key})")
-        video = asyncio.run(
-            keyframes_to_video(
-                str(EXAMPLES / "first.png"),
-                str(EXAMPLES / "last.png"),
-                prompt="Time-lapse: the sun climbs from behind the mountains into a clear noon sky, the lake brightening.",
-                options=GenerationOptions(model="wan2.2-kf2v-flash", resolution="720P"),
-                label="demo-sunrise",
-                credentials=emulator.credentials(),
-                destination="./wan-archive",
-                poll=PollSchedule(initial_delay=1.0, interval=1.0, max_interval=2.0),
-            )
+    async def sunrise(credentials: WanCredentials) -> ArchivedVideo:
+        await temporary_server_ready()
+        video = await keyframes_to_video(
+            str(EXAMPLES / "first.png"),
+            str(EXAMPLES / "last.png"),
+            prompt="Time-lapse: the sun climbs from behind the mountains into a clear noon sky, the lake brightening.",
+            options=GenerationOptions(model="wan2.2-kf2v-flash", resolution="720P"),
+            label="demo-sunrise",
+            credentials=credentials,
+            destination="./wan-archive",
+            poll=PollSchedule(initial_delay=1.0, interval=1.0, max_interval=2.0),
         )
-    assert isinstance(video, ArchivedVideo)  # not a dry run
+        assert isinstance(video, ArchivedVideo)  # not a dry run
+        return video
+
+    # The CLI's temporary server (none when PREFECT_API_URL names one): it starts while the emulator does.
+    with temporary_server(), run_emulator(region="beijing") as emulator:
+        print(f"DashScope emulator at {emulator.base_url} (region beijing, key {emulator.api_key})")
+        video = asyncio.run(sunrise(emulator.credentials()))
     record = video.record
     cost = f"{record.cost.amount:g} {record.cost.currency}" if record.cost.amount is not None else "unknown"
     print()

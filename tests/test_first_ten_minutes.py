@@ -148,3 +148,4 @@ def test_the_demo_runs_beside_a_database_of_another_prefect_version(tmp_path):
     done = subprocess.run([sys.executable, "-m", "prefect_wan.demo"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Archived" in done.stdout and database.read_bytes() == before and (work / ".prefect-demo").is_dir()
+    assert "temporary server" not in done.stdout + done.stderr  # its own server, started and stopped without a word
