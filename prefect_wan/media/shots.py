@@ -19,7 +19,6 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field
-from skimage.metrics import structural_similarity
 
 from prefect_wan.archive.record import RequestRecord, ShotCheck, ShotChecks, VideoProbe
 
@@ -78,6 +77,10 @@ class FittedKeyframes:
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
     """SSIM of two luma images of one size (scikit-image), in [-1, 1]."""
+    # Imported at the first comparison: it loads scipy.ndimage (0.24 s here), which every run would
+    # otherwise pay before its first submission.
+    from skimage.metrics import structural_similarity
+
     return float(structural_similarity(a, b, data_range=255))
 
 
