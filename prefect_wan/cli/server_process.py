@@ -20,6 +20,10 @@ def _end_with(parent: int) -> None:
 
 
 if __name__ == "__main__":
+    # Run as a script, Python put this folder first on the path: its modules (app, review, server...)
+    # must not stand in for top-level ones the server imports.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != here]
     threading.Thread(target=_end_with, args=(int(sys.argv[1]),), daemon=True).start()
     import uvicorn
 
