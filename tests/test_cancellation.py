@@ -107,32 +107,8 @@ async def test_cancelling_a_batch_cancels_its_queued_tasks(prefect_harness, emul
 
 async def test_ctrl_c_cancels_the_queued_tasks_of_the_cli_run(prefect_harness, emulator, tmp_path):
     emulator.configure(**SLOW)
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(yaml.safe_dump({"pairs": _pair_dicts(8200)}))
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "DASHSCOPE_API_KEY": emulator.api_key}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect_wan.cli",
-            "batch",
-            str(manifest),
-            "--base-url",
-            emulator.base_url,
-            "--region",
-            "singapore",
-            "--resolution",
-            "480P",
-            "--dest",
-            str(tmp_path / "archive"),
-            "--max-in-flight",
-            str(PAIRS),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = _cli_batch(emulator, tmp_path, 8200, env)
     try:
         await _wait_for(
             lambda: emulator.counters().submissions_accepted == PAIRS and _statuses(emulator).get(TaskStatus.PENDING) == PAIRS - 2,
@@ -164,14 +140,20 @@ def _own_server_of(pid: int) -> int | None:
     return None
 
 
-def _cli_on_its_own_server(emulator, tmp_path, seed: int) -> subprocess.Popen:
-    """``prefect-wan batch`` with no Prefect server configured, as a terminal starts it (its own group)."""
+def _cli_batch(emulator, tmp_path, seed: int, env: dict[str, str], *, own_session: bool = False) -> subprocess.Popen:
+    """``prefect-wan batch`` over PAIRS new pairs against the emulator, output piped; with
+    ``own_session``, in a process group of its own, as a terminal starts it."""
     manifest = tmp_path / "m.yaml"
     manifest.write_text(yaml.safe_dump({"pairs": _pair_dicts(seed)}))
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path / "home"), "DASHSCOPE_API_KEY": emulator.api_key}
     command = [sys.executable, "-m", "prefect_wan.cli", "batch", str(manifest), "--base-url", emulator.base_url, "--region", "singapore"]
     command += ["--resolution", "480P", "--dest", str(tmp_path / "archive"), "--max-in-flight", str(PAIRS)]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=own_session)
+
+
+def _cli_on_its_own_server(emulator, tmp_path, seed: int) -> subprocess.Popen:
+    """``prefect-wan batch`` with no Prefect server configured, as a terminal starts it."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path / "home"), "DASHSCOPE_API_KEY": emulator.api_key}
+    return _cli_batch(emulator, tmp_path, seed, env, own_session=True)
 
 
 async def test_ctrl_c_at_a_terminal_leaves_the_commands_own_server_up_for_the_crash_hook(emulator, tmp_path):
