@@ -189,6 +189,17 @@ def two_workers(prefect_harness, tmp_path):
                 log,
             )
         )
+
+    async def both_polling() -> None:
+        # A worker slow to start would leave every run to the other one.
+        async with get_client() as client:
+            for _ in range(120):
+                if {w.name for w in await client.read_workers_for_work_pool("wan-fan-out")} >= {"w1", "w2"}:
+                    return
+                await asyncio.sleep(0.5)
+        raise AssertionError("the two workers did not start polling within 60 s")
+
+    asyncio.run(both_polling())
     yield homes, [tmp_path / f"worker-{n}.log" for n in (1, 2)]
     for process, log in workers:
         stop_process(process, timeout=30)
