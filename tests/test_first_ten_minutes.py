@@ -134,8 +134,10 @@ def test_a_temporary_server_that_cannot_start_is_one_line_that_names_why(tmp_pat
     done = subprocess.run(CLI + ["generate", FIRST, LAST, "--emulator", "--dest", str(tmp_path / "a")], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("Using the local emulator")]
-    assert len(lines) == 1 and "TemporaryServerError" in lines[0] and "unable to open database file" in lines[0], lines
+    assert "TemporaryServerError" in lines[0] and "unable to open database file" in lines[0], lines
     assert "PREFECT_API_URL" in lines[0] and "^^^" not in lines[0], lines
+    # The pair the command sent while Prefect loaded: what became of it, in one more line.
+    assert len(lines) == 2 and lines[1].startswith("Not taken by the run: the first pair, sent before the run started"), lines
 
 
 def test_the_demo_runs_beside_a_database_of_another_prefect_version(tmp_path):

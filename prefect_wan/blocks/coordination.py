@@ -18,11 +18,10 @@ from pydantic import Field, SecretStr, field_validator
 from prefect_wan.archive.destination import ArchiveDestination
 from prefect_wan.archive.errors import ArchiveDestinationError
 from prefect_wan.client.errors import WanError
-from prefect_wan.ledger.journal import SubmissionJournal, default_journal_url
+from prefect_wan.ledger.journal import COORDINATION_ENV, SubmissionJournal, default_journal_url
 from prefect_wan.ledger.locks import SUBMIT_LOCK_SECONDS, default_lock_manager
 from prefect_wan.spend.budget import Budget
 
-COORDINATION_ENV = "PREFECT_WAN_COORDINATION"
 REDIS_CHECK_TIMEOUT = 5.0
 
 

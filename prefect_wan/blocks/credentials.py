@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from typing import Literal, Optional
 
 import httpx
 from prefect.blocks.abstract import CredentialsBlock
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, model_validator
 
-from prefect_wan.client.client import DashScopeClient, normalize_base_url
-from prefect_wan.client.errors import MissingApiKeyError
-from prefect_wan.client.regions import Region, endpoint_identity, workspace_base_url
-from prefect_wan.ledger.keys import submission_key
+from prefect_wan.client.access import API_KEY_ENV, BaseUrl, ServiceAccess, unreachable
+from prefect_wan.client.client import DashScopeClient
+from prefect_wan.client.regions import Region
+from prefect_wan.ledger.keys import key_of
 
-API_KEY_ENV = "DASHSCOPE_API_KEY"
+__all__ = ["API_KEY_ENV", "WanCredentials"]
 
 
 class WanCredentials(CredentialsBlock):
@@ -49,7 +48,7 @@ class WanCredentials(CredentialsBlock):
         title="API Key",
         description="DashScope API key (sk-...); when empty, DASHSCOPE_API_KEY is used.",
     )
-    base_url: Optional[str] = Field(
+    base_url: BaseUrl = Field(
         default=None,
         title="Base URL",
         description="Override of the region's host, for a proxy or the local emulator.",
@@ -74,48 +73,37 @@ class WanCredentials(CredentialsBlock):
         description="Read timeout of each HTTP call, in seconds.",
     )
 
-    @field_validator("base_url")
-    @classmethod
-    def _valid_base_url(cls, value: Optional[str]) -> Optional[str]:
-        return None if value in (None, "") else normalize_base_url(value)
-
     @model_validator(mode="after")
     def _reachable(self) -> WanCredentials:
-        region = Region(self.region)
-        if self.base_url is None and not self.workspace and (self.workspace_host or region.classic_base_url is None):
-            raise ValueError(
-                f"region {region.value} needs a workspace id to build its host ({workspace_base_url(region, '<WorkspaceId>')}), or a full base_url"
-            )
+        if (why := unreachable(Region(self.region), self.base_url, self.workspace, self.workspace_host)) is not None:
+            raise ValueError(why)
         return self
+
+    def access(self) -> ServiceAccess:
+        """This block's account as a ``ServiceAccess`` (what code without Prefect works with)."""
+        return ServiceAccess.model_validate(self.model_dump(include=set(ServiceAccess.model_fields)))
+
+    @classmethod
+    def of(cls, access: ServiceAccess) -> WanCredentials:
+        """The block holding ``access``."""
+        return cls.model_validate(access.model_dump())
 
     @property
     def effective_base_url(self) -> str:
-        region = Region(self.region)
-        if self.base_url:
-            return self.base_url
-        if self.workspace and (self.workspace_host or region.classic_base_url is None):
-            return workspace_base_url(region, self.workspace)
-        return region.base_url
+        return self.access().effective_base_url
 
     @property
     def endpoint(self) -> str:
         """The host and workspace tasks and archives belong to (no secret)."""
-        return endpoint_identity(self.effective_base_url, self.workspace)
+        return self.access().endpoint
 
     def submission_key(self, fingerprint: str) -> str:
         """The name of this work at this endpoint: its submit task's cache key and its submission record."""
-        return submission_key(fingerprint, region=self.region, base_url=self.effective_base_url, workspace=self.workspace)
+        return key_of(fingerprint, self.access())
 
     def resolved_api_key(self) -> SecretStr:
         """The block's key, else ``DASHSCOPE_API_KEY``; raises ``MissingApiKeyError``."""
-        if self.api_key is not None and self.api_key.get_secret_value():
-            return self.api_key
-        from_env = os.environ.get(API_KEY_ENV, "").strip()
-        if from_env:
-            return SecretStr(from_env)
-        raise MissingApiKeyError(
-            f"no DashScope API key: set api_key on the WanCredentials block or the {API_KEY_ENV} environment variable (a key of region {self.region})"
-        )
+        return self.access().resolved_api_key()
 
     def get_client(self, **kwargs) -> DashScopeClient:
         """A new ``DashScopeClient`` for this region; close it (``async with``) when done."""

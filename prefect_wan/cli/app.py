@@ -8,8 +8,9 @@ from typing import Optional
 
 import typer
 
+from prefect_wan.cli.ahead import head_start
 from prefect_wan.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_OVER_BUDGET
-from prefect_wan.cli.options import EMULATOR, GenerationFlags, ReviewFlags, TargetFlags
+from prefect_wan.cli.options import EMULATOR, GenerationFlags, ReviewFlags, TargetFlags, block_of
 from prefect_wan.cli.running import precheck, print_table, refusal_text, refusals, run, with_progress
 from prefect_wan.client.regions import Region
 from prefect_wan.signatures import expand_groups
@@ -56,7 +57,7 @@ def generate(
                 prompt=prompt,
                 options=options,
                 label=label,
-                credentials=credentials,
+                credentials=block_of(credentials),
                 destination=where.dest,
                 force=where.force,
                 max_cost=where.max_cost,
@@ -70,7 +71,8 @@ def generate(
             return EXIT_OK
 
         check = precheck(credentials, where.dest, pair=pair, options=options, max_cost=where.max_cost)
-        raise typer.Exit(run(generate_pair(), check, verbose=where.verbose))
+        ahead = head_start(credentials, where, options, pair=pair)
+        raise typer.Exit(run(generate_pair(), check, verbose=where.verbose, ahead=ahead))
 
 
 @app.command()
@@ -97,7 +99,7 @@ def batch(
                     keyframes_batch(
                         manifest=manifest,
                         options=how.options(),
-                        credentials=credentials,
+                        credentials=block_of(credentials),
                         destination=where.dest,
                         max_in_flight=max_in_flight,
                         force=where.force,
@@ -126,10 +128,16 @@ def batch(
             typer.echo(result.headline)
             return EXIT_FAILED if result.failures else EXIT_OVER_BUDGET if result.skipped else EXIT_OK
 
-        check = precheck(
-            credentials, where.dest, manifest=manifest, options=how.options(), max_cost=where.max_cost, region=where.region.value, review=drafts.settings()
-        )
-        raise typer.Exit(run(run_batch(), check, watch=True, verbose=where.verbose))
+        ahead = head_start(credentials, where, how.options(), review=drafts.settings() is not None, fan_out=fan_out is not None)
+
+        async def check() -> None:
+            pairs = await precheck(
+                credentials, where.dest, manifest=manifest, options=how.options(), max_cost=where.max_cost, region=where.region.value, review=drafts.settings()
+            )
+            if ahead is not None and pairs:
+                ahead.pair = pairs[0]
+
+        raise typer.Exit(run(run_batch(), check(), watch=True, verbose=where.verbose, ahead=ahead))
 
 
 @app.command()
@@ -165,7 +173,7 @@ def storyboard(
                     options=how.options(),
                     overrides=spec.overrides,
                     label=spec.label,
-                    credentials=credentials,
+                    credentials=block_of(credentials),
                     destination=where.dest,
                     drop_boundary=not keep_boundary,
                     fit=fit,
@@ -230,7 +238,7 @@ def plan(
             planned = await plan_pairs(
                 pairs,
                 how.options(),
-                await resolve_credentials(credentials),
+                await resolve_credentials(block_of(credentials)),
                 ArchiveDestination.coerce(where.dest),
                 budget=Budget.coerce(where.max_cost),
                 force=where.force,

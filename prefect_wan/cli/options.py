@@ -14,6 +14,7 @@ from prefect_wan.signatures import parameter_group
 
 if TYPE_CHECKING:
     from prefect_wan.blocks import WanCredentials
+    from prefect_wan.client.access import ServiceAccess
     from prefect_wan.flows import GenerationOptions
     from prefect_wan.flows.drafts import Review
 
@@ -68,29 +69,39 @@ class TargetFlags:
     verbose: bool = typer.Option(False, "--verbose", help="Show Prefect's own logs on the terminal, tracebacks included.")
 
     @contextlib.contextmanager
-    def service(self, emulator: bool) -> Iterator[Union[WanCredentials, str]]:
-        """The credentials the command runs with: a local emulator's, a saved block's name, or built from the flags."""
+    def service(self, emulator: bool) -> Iterator[Union[ServiceAccess, str]]:
+        """The account the command runs with: a local emulator's, a saved block's name, or built
+        from the flags (without Prefect: see ``blocks_of``)."""
         if emulator:
             from prefect_wan.emulator import run_emulator
 
             with run_emulator(region=self.region) as emu:
                 typer.echo(f"Using the local emulator at {emu.base_url} (videos are its crossfade rendering)", err=True)
-                yield emu.credentials()
+                yield emu.access()
             return
         if self.credentials:
             yield self.credentials
             return
         from pydantic import ValidationError
 
-        from prefect_wan.blocks import WanCredentials
+        from prefect_wan.client.access import ServiceAccess
 
         try:
-            credentials = WanCredentials(region=self.region.value, base_url=self.base_url, workspace=self.workspace)
+            access = ServiceAccess(region=self.region, base_url=self.base_url, workspace=self.workspace)
         except ValidationError as error:
             reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
             typer.echo(f"Refused before sending: {reasons}", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
-        yield credentials
+        yield access
+
+
+def block_of(account: Union[ServiceAccess, str]) -> Union[WanCredentials, str]:
+    """What a flow is given: the ``WanCredentials`` block of the account (imports Prefect), or the saved block's name."""
+    if isinstance(account, str):
+        return account
+    from prefect_wan.blocks import WanCredentials
+
+    return WanCredentials.of(account)
 
 
 @parameter_group

@@ -7,33 +7,34 @@ Said here in one line instead, with the fix.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import re
 import sqlite3
 from pathlib import Path
 from typing import Optional
 
+from prefect_wan.ledger.places import PrefectPlaces
+
 _REVISION = re.compile(r'^revision = "([0-9a-f]+)"', re.MULTILINE)
 
 
 def _known_revisions() -> set[str]:
-    import prefect
-
-    # Found by path: importing prefect.server.database would cost the command a second.
-    folder = Path(prefect.__file__).parent / "server" / "database" / "_migrations" / "versions" / "sqlite"
+    # Found by path, without importing Prefect (a second) or its server's database module (one more).
+    spec = importlib.util.find_spec("prefect")
+    assert spec is not None and spec.origin is not None
+    folder = Path(spec.origin).parent / "server" / "database" / "_migrations" / "versions" / "sqlite"
     return {m.group(1) for path in folder.glob("*.py") for m in [_REVISION.search(path.read_text())] if m}
 
 
-def unopenable_database() -> Optional[str]:
+def unopenable_database(places: Optional[PrefectPlaces] = None) -> Optional[str]:
     """Why the temporary server could not open its database, or None (a server is configured, the
-    database is new, or this Prefect made it)."""
-    import prefect
-    from prefect.settings import get_current_settings
-
-    settings = get_current_settings()
-    if settings.api.url:
+    database is new, or this Prefect made it). ``places``: Prefect's settings as read without it;
+    Prefect's own when not given."""
+    places = places or PrefectPlaces.of_prefect()
+    if places.api_url:
         return None  # a server of the user's own: its database is its business
-    url = settings.server.database.connection_url
-    text = url.get_secret_value() if url is not None else ""
+    text = places.database_url
     if not text.startswith("sqlite"):
         return None
     path = Path(text.split(":///", 1)[-1]).expanduser()
@@ -48,5 +49,5 @@ def unopenable_database() -> Optional[str]:
         return None
     return (
         f"the Prefect database {path} was migrated by another Prefect version (revision {row[0]} is unknown to Prefect "
-        f"{prefect.__version__}): set PREFECT_HOME to another folder, or use the Prefect version that made it"
+        f"{importlib.metadata.version('prefect')}): set PREFECT_HOME to another folder, or use the Prefect version that made it"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Coroutine, Optional, TypeVar, Union
 
@@ -13,8 +14,11 @@ from prefect_wan.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED,
 from prefect_wan.cli.prefect_home import unopenable_database
 
 if TYPE_CHECKING:  # imported where used: a refusal must not wait for Prefect's flows to import
+    from prefect_wan.cli.ahead import HeadStart
+    from prefect_wan.client.access import ServiceAccess
     from prefect_wan.flows.drafts import Review
     from prefect_wan.flows.models import GenerationOptions, KeyframePair
+    from prefect_wan.ledger.places import PrefectPlaces
 
 T = TypeVar("T")
 
@@ -34,8 +38,9 @@ def check_all(pairs: list[KeyframePair], options: GenerationOptions, region: str
     ``review``: one refusal, each broken rule named once, with how many pairs break it."""
     from prefect_wan.client.errors import PreflightError, PreflightViolation
     from prefect_wan.client.preflight import check_request
-    from prefect_wan.flows.drafts import check_draftable, draft_changes
 
+    if review is not None:
+        from prefect_wan.flows.drafts import check_draftable, draft_changes
     broken: dict[str, tuple[PreflightViolation, list[str]]] = {}
     for pair in pairs:
         try:
@@ -67,7 +72,7 @@ def refusal_text(error: BaseException) -> str:
 
 
 async def precheck(
-    credentials: Union[Any, str],
+    credentials: Union[ServiceAccess, str],
     dest: str,
     *,
     manifest: Optional[str] = None,
@@ -78,30 +83,31 @@ async def precheck(
     pairs: Optional[list[KeyframePair]] = None,
     region: str = "singapore",
     review: Optional[Review] = None,
-) -> None:
+) -> Optional[list[KeyframePair]]:
     """Everything that can be refused without sending, checked before Prefect (or its temporary
     server) starts: the budget, the key, the archive, the manifest or the pairs' rules (each pair's
     rules that need no I/O, with ``options``), or the pair and its frames (the pair prepared here is
     handed over to the run, which does not read its frames again).
-    ``sends=False`` (a plan): no key is needed and nothing is written."""
+    ``sends=False`` (a plan): no key is needed and nothing is written. Returns the pairs checked."""
     from prefect_wan.archive.destination import ArchiveDestination
-    from prefect_wan.blocks import WanCredentials
+    from prefect_wan.client.access import ServiceAccess
     from prefect_wan.flows.manifest import load_manifest
     from prefect_wan.flows.prepared import hand_over
     from prefect_wan.spend.budget import Budget
 
     Budget.coerce(max_cost)
     if sends:
-        if isinstance(credentials, WanCredentials):
+        if isinstance(credentials, ServiceAccess):
             credentials.resolved_api_key()
         await asyncio.to_thread(ArchiveDestination.coerce(dest).check_writable)
     if manifest is not None:
         pairs = await asyncio.to_thread(load_manifest, manifest)
     if pairs and options is not None:
-        check_all(pairs, options, credentials.region if isinstance(credentials, WanCredentials) else region, review)
-    if pair is not None and options is not None and isinstance(credentials, WanCredentials):
-        async with credentials.get_client() as client:
+        check_all(pairs, options, credentials.region.value if isinstance(credentials, ServiceAccess) else region, review)
+    if pair is not None and options is not None and isinstance(credentials, ServiceAccess):
+        async with credentials.client() as client:
             hand_over(await client.prepare(pair.to_request(options)))
+    return pairs
 
 
 async def with_progress(flow_call: Awaitable[T], *, review: bool = False) -> T:
@@ -139,7 +145,12 @@ async def with_progress(flow_call: Awaitable[T], *, review: bool = False) -> T:
             stack.enter_context(reviewing(reviewer))
         display = asyncio.ensure_future(follow(source, console, asking.is_set))
         try:
-            await temporary_server_ready()
+            try:
+                await temporary_server_ready()
+            except BaseException:
+                if inspect.iscoroutine(flow_call):
+                    flow_call.close()  # never started: no "was never awaited" on Ctrl-C
+                raise
             return await flow_call
         finally:
             display.cancel()
@@ -149,24 +160,31 @@ async def with_progress(flow_call: Awaitable[T], *, review: bool = False) -> T:
 
 def run(
     coroutine: Coroutine[Any, Any, int],
-    check: Optional[Coroutine[Any, Any, None]] = None,
+    check: Optional[Coroutine[Any, Any, object]] = None,
     *,
     watch: bool = False,
     quiet: bool = False,
     needs_prefect: bool = True,
     verbose: bool = False,
+    ahead: Optional[HeadStart] = None,
 ) -> int:
-    """Run a flow (with a spinner, unless it shows its own progress or is ``quiet``); map what went wrong to an exit code."""
+    """Run a flow (with a spinner, unless it shows its own progress or is ``quiet``); map what went
+    wrong to an exit code. ``ahead``: the first pair, sent once every check has passed and before
+    Prefect is imported (see ``cli.ahead``)."""
     from prefect_wan.client.errors import WanError
+    from prefect_wan.ledger.places import PrefectPlaces
     from prefect_wan.spend.budget import SkippedForBudgetError
 
     console = Console(stderr=True)
+    places = PrefectPlaces.read() if needs_prefect else None
     try:
         if check is not None:
             asyncio.run(check)
-        if needs_prefect and (why := unopenable_database()) is not None:
+        if needs_prefect and (why := unopenable_database(places)) is not None:
             console.print(f"[red]Cannot start Prefect:[/red] {why}", highlight=False, soft_wrap=True)
             return EXIT_BAD_INPUT
+        if ahead is not None and places is not None:
+            asyncio.run(ahead.send(places))
         from prefect_wan.cli.display import quiet_prefect_console
 
         # Prefect's own logs (a temporary server starting, tracebacks) stay in Prefect unless asked for.
@@ -200,7 +218,20 @@ def run(
         return EXIT_INTERRUPTED
     finally:
         coroutine.close()  # never started when a check refused the run
+        if ahead is not None and places is not None:
+            _cancel_untaken(ahead, places, console)
     return result
+
+
+def _cancel_untaken(ahead: HeadStart, places: PrefectPlaces, console: Console) -> None:
+    from prefect_wan.cli.ahead import cancel_untaken
+
+    try:
+        said = asyncio.run(cancel_untaken(ahead.access, places))
+    except Exception as error:  # the journal keeps the task: the next run adopts it
+        said = f"the first pair's task, sent before the run started, could not be cancelled ({error}); the next run adopts it"
+    if said:
+        console.print(f"[yellow]Not taken by the run:[/yellow] {said}", highlight=False, soft_wrap=True)
 
 
 def print_table(rows: list[dict[str, Any]], caption: str) -> None:

@@ -12,6 +12,7 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 
+from prefect_wan.client.access import ServiceAccess
 from prefect_wan.client.client import resolve_host
 from prefect_wan.emulator.app import ADMIN, create_app
 from prefect_wan.emulator.config import EmulatorConfig
@@ -33,13 +34,16 @@ class RunningEmulator:
     def api_key(self) -> str:
         return self.config.api_keys[0]
 
+    def access(self) -> ServiceAccess:
+        """How to reach this emulator, as a command knows it before Prefect loads."""
+        interval = 1.0 / self.config.submit_rps if self.config.submit_rps is not None else None
+        return ServiceAccess(api_key=SecretStr(self.api_key), region=self.config.region, base_url=self.base_url, min_submit_interval=interval)
+
     def credentials(self, **overrides: Any):
         """A ``WanCredentials`` block pointing at this emulator."""
         from prefect_wan.blocks import WanCredentials
 
-        if self.config.submit_rps is not None:
-            overrides.setdefault("min_submit_interval", 1.0 / self.config.submit_rps)
-        return WanCredentials(api_key=SecretStr(self.api_key), region=self.config.region.value, base_url=self.base_url, **overrides)
+        return WanCredentials.model_validate({**self.access().model_dump(), **overrides})
 
     def workspace_credentials(self, workspace: str = "ws-emulator", **overrides: Any):
         """A ``WanCredentials`` block that reaches this emulator through the workspace host of its

@@ -15,7 +15,7 @@ import httpx
 from prefect import flow, get_run_logger
 
 from prefect_wan.archive.destination import ArchiveDestination
-from prefect_wan.blocks.coordination import COORDINATION_ENV, WanCoordination, resolve_coordination
+from prefect_wan.blocks.coordination import WanCoordination, resolve_coordination
 from prefect_wan.blocks.credentials import WanCredentials
 from prefect_wan.client.polling import PollSchedule
 from prefect_wan.client.preflight import prepare
@@ -25,6 +25,7 @@ from prefect_wan.flows.parameters import RunParameters
 from prefect_wan.flows.pipeline import Capacity, PairRun
 from prefect_wan.flows.prepared import PreparedPair, take_handed_over
 from prefect_wan.flows.quality import QualityGate
+from prefect_wan.ledger.journal import COORDINATION_ENV
 from prefect_wan.media.shots import ShotThresholds
 from prefect_wan.signatures import expand_groups
 from prefect_wan.spend.budget import Budget, SpendLedger

@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import socket
+import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -25,14 +26,16 @@ from typing import Iterable, Iterator, Optional
 
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
-from prefect.settings import get_current_settings
 from pydantic import BaseModel, Field, ValidationError
 
 from prefect_wan.client.errors import WanError
 from prefect_wan.client.results import SubmittedTask
 from prefect_wan.ledger.atomic import replace_atomically
+from prefect_wan.ledger.places import home_or_prefects
 
 SUBMISSIONS_URL_ENV = "PREFECT_WAN_SUBMISSIONS_URL"
+# The name of a WanCoordination block every run of this environment uses when given none.
+COORDINATION_ENV = "PREFECT_WAN_COORDINATION"
 # Task ids answer for 24 h; older records cannot be adopted or reconciled.
 TASK_LIFETIME = timedelta(hours=24)
 # A recorded task is adopted while younger than this; an older id would poll into UNKNOWN.
@@ -94,6 +97,8 @@ class SubmissionRecord(BaseModel):
 
 def current_flow_run_id() -> Optional[str]:
     """The flow run this code runs for (from a task or a flow), if any."""
+    if "prefect.context" not in sys.modules:
+        return None  # Prefect is not loaded (a command sending before it is): no run
     from prefect.context import FlowRunContext, TaskRunContext
 
     task_run = TaskRunContext.get()
@@ -103,15 +108,18 @@ def current_flow_run_id() -> Optional[str]:
     return str(flow_run.flow_run.id) if flow_run is not None and flow_run.flow_run is not None else None
 
 
-def default_journal_url() -> str:
-    return os.environ.get(SUBMISSIONS_URL_ENV) or str(Path(get_current_settings().home) / "prefect-wan" / "submissions")
+def default_journal_url(home: Optional[Path] = None) -> str:
+    """``PREFECT_WAN_SUBMISSIONS_URL``, else under ``home`` (Prefect's own home when not given)."""
+    if url := os.environ.get(SUBMISSIONS_URL_ENV):
+        return url
+    return str(home_or_prefects(home) / "prefect-wan" / "submissions")
 
 
 class SubmissionJournal:
     """Reads and writes submission records under one fsspec root."""
 
-    def __init__(self, url: Optional[str] = None, storage_options: Optional[dict] = None) -> None:
-        self.url = url or default_journal_url()
+    def __init__(self, url: Optional[str] = None, storage_options: Optional[dict] = None, *, home: Optional[Path] = None) -> None:
+        self.url = url or default_journal_url(home)
         self.fs, self.root = url_to_fs(self.url, **(storage_options or {}))
         self.root = self.root.rstrip("/")
 

@@ -15,18 +15,17 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_logger, get_run_logger
-from prefect.settings import get_current_settings
 from pydantic import BaseModel, ValidationError
 
 from prefect_wan.ledger.liveness import process_alive, process_started
+from prefect_wan.ledger.places import home_or_prefects
 
 SUBMIT_LOCK_SECONDS = 600.0
 _POLL = 0.1
@@ -34,7 +33,13 @@ _REPORT_EVERY = 30.0
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
-    # The run's logger when there is one, so the wait shows in the UI beside the task.
+    # The run's logger when there is one, so the wait shows in the UI beside the task. Before
+    # Prefect is loaded (a command sending ahead of it) there is no run: the standard logger.
+    if "prefect.logging" not in sys.modules:
+        return logging.getLogger("prefect_wan.locking")
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_logger, get_run_logger
+
     try:
         return get_run_logger()
     except MissingContextError:
@@ -215,7 +220,7 @@ class _Waiting:
         return False
 
 
-def default_lock_manager() -> SubmitLockManager:
-    """Locks under PREFECT_HOME: shared by every process of this machine. Workers on several
-    machines lock with Redis instead (``WanCoordination.redis_url``)."""
-    return SubmitLockManager(Path(get_current_settings().home) / "locks" / "prefect-wan")
+def default_lock_manager(home: Optional[Path] = None) -> SubmitLockManager:
+    """Locks under ``home`` (Prefect's own home when not given): shared by every process of this
+    machine. Workers on several machines lock with Redis instead (``WanCoordination.redis_url``)."""
+    return SubmitLockManager(home_or_prefects(home) / "locks" / "prefect-wan")

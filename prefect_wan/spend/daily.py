@@ -13,16 +13,18 @@ import hashlib
 import json
 import uuid
 from datetime import date, datetime, timezone
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from fsspec.implementations.local import LocalFileSystem
-from prefect.locking.protocol import LockManager
 from pydantic import BaseModel, Field
 
 from prefect_wan.archive.record import CostEstimate
 from prefect_wan.ledger.atomic import replace_atomically
 from prefect_wan.ledger.journal import SubmissionJournal
 from prefect_wan.spend.budget import Budget, SkippedForBudgetError
+
+if TYPE_CHECKING:
+    from prefect.locking.protocol import LockManager
 
 # The document is held only for a read and a write; a holder killed meanwhile frees it this soon.
 LOCK_HOLD_SECONDS = 30.0
