@@ -23,6 +23,7 @@ from prefect_wan.client.regions import Region
 from prefect_wan.emulator import run_emulator
 from prefect_wan.flows import GenerationOptions
 from prefect_wan.ledger.keys import submission_key
+from tests.helpers import make_image
 from tests.test_flows import FIRST, LAST
 
 # The command, with the moment Prefect is first imported written down.
@@ -50,14 +51,14 @@ def _manifest(folder: Path, prompts: list[str]) -> Path:
     return path
 
 
-def _batch(tmp_path: Path, emulator, manifest: Path, **env: str) -> tuple[subprocess.CompletedProcess, Optional[float]]:
-    """``prefect-wan batch`` against ``emulator``; its output and when it imported Prefect."""
+def _batch(tmp_path: Path, emulator, manifest: Path, *, command: str = "batch", **env: str) -> tuple[subprocess.CompletedProcess, Optional[float]]:
+    """``prefect-wan batch`` (or ``command``) against ``emulator``; its output and when it imported Prefect."""
     imported = tmp_path / "prefect-imported"
     imported.unlink(missing_ok=True)
-    command = [sys.executable, "-c", TRACED_CLI, str(imported), "batch", str(manifest), "--base-url", emulator.base_url, "--dest", str(tmp_path / "archive")]
-    command += ["--model", "wan2.7-i2v", "--resolution", "720P"]  # 0.5 USD a pair in Singapore
+    args = [sys.executable, "-c", TRACED_CLI, str(imported), command, str(manifest), "--base-url", emulator.base_url, "--dest", str(tmp_path / "archive")]
+    args += ["--model", "wan2.7-i2v", "--resolution", "720P"]  # 0.5 USD a pair in Singapore
     environment = {**os.environ, "DASHSCOPE_API_KEY": emulator.api_key, "PREFECT_HOME": str(tmp_path / "home"), **env}
-    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(args, env=environment, capture_output=True, text=True, timeout=240)
     return done, float(imported.read_text()) if imported.exists() else None
 
 
@@ -82,6 +83,41 @@ def test_the_first_pair_is_sent_before_prefect_loads_and_the_run_takes_it_as_its
     again, _ = _batch(tmp_path, emulator, manifest, PREFECT_API_URL=PREFECT_API_URL.value())
     assert again.returncode == 0 and "3 archived (3 already there)" in again.stdout, again.stderr[-3000:]
     assert emulator.counters().submissions_accepted == 3, "an archived pair was sent ahead again"
+
+
+def test_a_storyboard_sends_its_first_transition_ahead_and_refuses_mixed_shapes_before_prefect(prefect_harness, emulator, tmp_path):
+    board = tmp_path / "board.yaml"
+    board.write_text(yaml.safe_dump({"keyframes": [FIRST, LAST, FIRST], "label": "ahead-board", "prompts": "a storyboard sent ahead"}))
+    done, imported = _batch(tmp_path, emulator, board, command="storyboard", PREFECT_API_URL=PREFECT_API_URL.value())
+    assert done.returncode == 0, done.stderr[-3000:]
+    created = sorted(emulator.state.wall(task.created).timestamp() for task in emulator.state.tasks.values())
+    assert len(created) == 2 and emulator.counters().submissions_accepted == 2 and imported is not None and created[0] < imported
+
+    # A keyframe of another shape: refused with every keyframe read, before Prefect and before any request.
+    wide = tmp_path / "wide.png"
+    wide.write_bytes(make_image(960, 400))
+    board.write_text(yaml.safe_dump({"keyframes": [FIRST, LAST, str(wide)], "label": "mixed-board"}))
+    requests = emulator.counters().api_requests
+    refused, imported = _batch(tmp_path, emulator, board, command="storyboard")
+    assert refused.returncode == 2 and imported is None and emulator.counters().api_requests == requests, refused.stderr[-3000:]
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(lines) <= 2 and lines[0].startswith("Refused before sending") and "wide.png" in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"op": "submit", "status": 429, "code": "Throttling.RateQuota", "message": "Requests rate limit exceeded"},  # nothing created
+        {"op": "submit", "action": "drop"},  # created, its answer lost
+    ],
+)
+def test_a_first_send_refused_or_unanswered_is_settled_once(prefect_harness, emulator, tmp_path, fault):
+    emulator.inject(**fault, count=1)
+    done, _ = _batch(
+        tmp_path, emulator, _manifest(tmp_path, [f"settled {fault['op']} {fault.get('action', 'error')}"]), PREFECT_API_URL=PREFECT_API_URL.value()
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert emulator.counters().submissions_accepted == 1 and "1 archived (0 already there), 0 failed; spent 0.5 USD" in done.stdout, done.stdout
 
 
 def test_a_task_sent_ahead_that_no_run_takes_is_cancelled_while_queued(tmp_path):

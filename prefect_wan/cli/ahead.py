@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Optional, Union
 import httpx
 
 from prefect_wan.archive.destination import ArchiveDestination
+from prefect_wan.archive.record import StoryboardRecord
 from prefect_wan.archive.store import find_archived
 from prefect_wan.client.access import ServiceAccess
 from prefect_wan.client.errors import WanError
@@ -52,6 +53,7 @@ class HeadStart:
     options: GenerationOptions
     destination: str
     pair: Optional[KeyframePair] = None  # a batch's is known once its manifest is read
+    whole: Optional[str] = None  # a storyboard's fingerprint: nothing is sent when it is archived whole
 
     async def send(self, places: PrefectPlaces) -> Optional[SentAhead]:
         """The pair prepared (and handed to the run), then sent unless archived or recorded; None
@@ -63,7 +65,10 @@ class HeadStart:
         async with self.access.client() as client:
             prepared = take_handed_over(request, self.access.region.value) or await client.prepare(request)
             hand_over(prepared)
-            if await find_archived(ArchiveDestination.coerce(self.destination), prepared.fingerprint, self.access.endpoint) is not None:
+            destination = ArchiveDestination.coerce(self.destination)
+            if await find_archived(destination, prepared.fingerprint, self.access.endpoint) is not None:
+                return None
+            if self.whole is not None and await find_archived(destination, self.whole, self.access.endpoint, record_type=StoryboardRecord) is not None:
                 return None
             try:
                 return await send_ahead(

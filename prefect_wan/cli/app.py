@@ -11,7 +11,7 @@ import typer
 from prefect_wan.cli.ahead import head_start
 from prefect_wan.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_OVER_BUDGET
 from prefect_wan.cli.options import EMULATOR, GenerationFlags, ReviewFlags, TargetFlags, block_of
-from prefect_wan.cli.running import precheck, print_table, refusal_text, refusals, run, with_progress
+from prefect_wan.cli.running import precheck, prepare_transitions, print_table, refusal_text, refusals, run, with_progress
 from prefect_wan.client.regions import Region
 from prefect_wan.signatures import expand_groups
 
@@ -152,7 +152,6 @@ def storyboard(
     drafts: ReviewFlags = ReviewFlags(),
 ) -> None:
     """Generate the transitions through every keyframe and stitch them into one video."""
-    from prefect_wan.flows import ArchivedStoryboard, keyframes_storyboard
     from prefect_wan.flows.manifest import ManifestError, load_storyboard
 
     if fit not in (None, "pad", "crop"):
@@ -166,6 +165,8 @@ def storyboard(
     with where.service(emulator) as credentials:
 
         async def run_storyboard() -> int:
+            from prefect_wan.flows import ArchivedStoryboard, keyframes_storyboard
+
             board = await with_progress(
                 keyframes_storyboard(
                     spec.keyframes,
@@ -190,17 +191,27 @@ def storyboard(
             typer.echo(f"{len(board.record.segments)} transitions, joined by {board.record.stitch.method}" + (" (already archived)" if board.reused else ""))
             return EXIT_OK
 
-        from prefect_wan.flows.storyboard import transitions
+        from prefect_wan.flows.transitions import storyboard_fingerprint, transitions
 
         try:
             pairs = transitions(spec.keyframes, spec.prompts, spec.overrides, spec.label)
         except refusals() as error:
             typer.echo(f"Refused before sending: {refusal_text(error)}", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
-        check = precheck(
-            credentials, where.dest, pairs=pairs, options=how.options(), max_cost=where.max_cost, region=where.region.value, review=drafts.settings()
-        )
-        raise typer.Exit(run(run_storyboard(), check, watch=True, verbose=where.verbose))
+        ahead = head_start(credentials, where, how.options(), review=drafts.settings() is not None)
+
+        async def check() -> None:
+            await precheck(
+                credentials, where.dest, pairs=pairs, options=how.options(), max_cost=where.max_cost, region=where.region.value, review=drafts.settings()
+            )
+            if isinstance(credentials, str):
+                return  # a saved block: the run reads the keyframes, once Prefect has loaded it
+            prepared = await prepare_transitions(credentials, pairs, how.options(), fit)
+            if ahead is not None:
+                ahead.pair = pairs[0]
+                ahead.whole = storyboard_fingerprint([p.fingerprint for p in prepared], drop_boundary=not keep_boundary, fit=fit)
+
+        raise typer.Exit(run(run_storyboard(), check(), watch=True, verbose=where.verbose, ahead=ahead))
 
 
 @app.command()

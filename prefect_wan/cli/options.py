@@ -71,7 +71,7 @@ class TargetFlags:
     @contextlib.contextmanager
     def service(self, emulator: bool) -> Iterator[Union[ServiceAccess, str]]:
         """The account the command runs with: a local emulator's, a saved block's name, or built
-        from the flags (without Prefect: see ``blocks_of``)."""
+        from the flags (without Prefect: see ``block_of``)."""
         if emulator:
             from prefect_wan.emulator import run_emulator
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # imported where used: a refusal must not wait for Prefect's 
     from prefect_wan.client.access import ServiceAccess
     from prefect_wan.flows.drafts import Review
     from prefect_wan.flows.models import GenerationOptions, KeyframePair
+    from prefect_wan.flows.prepared import PreparedPair
     from prefect_wan.ledger.places import PrefectPlaces
 
 T = TypeVar("T")
@@ -108,6 +109,20 @@ async def precheck(
         async with credentials.client() as client:
             hand_over(await client.prepare(pair.to_request(options)))
     return pairs
+
+
+async def prepare_transitions(access: ServiceAccess, pairs: list[KeyframePair], options: GenerationOptions, fit: Optional[str]) -> list[PreparedPair]:
+    """A storyboard's transitions, every keyframe read once and handed to the run; refused
+    (``PreflightError``) when they would make videos of different sizes and ``fit`` is not given."""
+    from prefect_wan.flows.prepared import PreparedPair, hand_over
+    from prefect_wan.flows.transitions import check_shapes
+
+    async with access.client() as client:
+        prepared = [PreparedPair.of(pair, await client.prepare(pair.to_request(options))) for pair in pairs]
+    check_shapes(prepared, fit)
+    for pair in prepared:
+        hand_over(pair.prepared)
+    return prepared
 
 
 async def with_progress(flow_call: Awaitable[T], *, review: bool = False) -> T:

@@ -5,11 +5,9 @@ stitched video archived like any other."""
 # parameters against them, and postponed names (KeyframePair...) fail there as 'not fully defined'.
 
 import asyncio
-import hashlib
-import json
 import tempfile
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Optional, Union
 
 from prefect import get_run_logger
@@ -19,10 +17,8 @@ from pydantic import BaseModel
 from prefect_wan.archive.destination import ArchiveDestination
 from prefect_wan.archive.record import ArchivedFile, CostEstimate, SegmentRecord, StitchRecord, StoryboardRecord
 from prefect_wan.archive.store import Download, archive_stem, find_archived, publish, sha256_of, sidecar_name
-from prefect_wan.client.errors import PreflightError, PreflightViolation, WanError
-from prefect_wan.client.images import redact_url
-from prefect_wan.client.sizing import output_size
-from prefect_wan.flows.models import ArchivedVideo, KeyframePair
+from prefect_wan.client.errors import WanError
+from prefect_wan.flows.models import ArchivedVideo
 from prefect_wan.flows.parameters import InFlightParameters, RunParameters
 from prefect_wan.flows.pipeline import PairProgress
 from prefect_wan.flows.plan import PlannedAction, RunPlan, plan_run
@@ -31,13 +27,13 @@ from prefect_wan.flows.progress import RunProgress, announce
 from prefect_wan.flows.reporting import artifact_key, report_plan, report_storyboard
 from prefect_wan.flows.review import Review, review_then_render
 from prefect_wan.flows.setup import RunSetup, wan_flow
+from prefect_wan.flows.transitions import check_shapes, storyboard_fingerprint, transitions
 from prefect_wan.media.poster import contact_sheet
 from prefect_wan.media.scan import scan_video
 from prefect_wan.media.stitch import Fit, stitch
 from prefect_wan.spend.budget import SkippedForBudgetError
 
 STORYBOARD_EVENT = "prefect_wan.storyboard.archived"
-STORYBOARD_VERSION = 1
 
 
 class StoryboardFailedError(WanError):
@@ -52,59 +48,6 @@ class ArchivedStoryboard(BaseModel):
     reused: bool
     record: StoryboardRecord
     poster_view_url: Optional[str] = None
-
-
-def transitions(keyframes: list[str], prompts: Union[str, list[Optional[str]], None], overrides: dict[int, dict[str, Any]], label: str) -> list[KeyframePair]:
-    if len(keyframes) < 2:
-        raise PreflightError([PreflightViolation("keyframes", keyframes, "a storyboard needs at least 2 keyframes")])
-    count = len(keyframes) - 1
-    if isinstance(prompts, list) and len(prompts) != count:
-        raise PreflightError([PreflightViolation("prompts", f"{len(prompts)} prompts", f"give one prompt for all, or one per transition ({count})")])
-    each = prompts if isinstance(prompts, list) else [prompts] * count
-    unknown = sorted(set(overrides) - set(range(1, count + 1)))
-    if unknown:
-        raise PreflightError([PreflightViolation("overrides", unknown, f"transitions are numbered 1 to {count}")])
-    return [
-        KeyframePair.from_fields(
-            first_frame=keyframes[i], last_frame=keyframes[i + 1], prompt=each[i], label=f"{label}-{i + 1:02d}", **overrides.get(i + 1, {})
-        )
-        for i in range(count)
-    ]
-
-
-def _check_shapes(pairs: list[PreparedPair], fit: Optional[str]) -> bool:
-    """Whether the transitions differ in size; refused (nothing sent) when they do and ``fit`` is not given."""
-    prepared = [p.prepared for p in pairs]
-    # The size each keyframe would give as a first frame: a keyframe of another shape would have
-    # its transitions cropped or padded differently on either side of it.
-    last = prepared[-1]
-    tier = last.parameters.resolution or last.spec.default_resolution
-    ends = output_size(last.parameters.ratio, last.last_frame.width, last.last_frame.height, tier) if last.last_frame else None
-    sizes = [p.output_size for p in prepared] + [ends]
-    differ = len(set(sizes)) > 1
-    if differ and fit is None:
-        first = sizes[0]
-        keyframes = [p.pair.first_frame for p in pairs] + [pairs[-1].pair.last_frame]
-        raise PreflightError(
-            [
-                PreflightViolation(
-                    f"keyframes[{index}]",
-                    keyframe,
-                    f"{PurePosixPath(redact_url(keyframe or '')).name} would make {size[0]}x{size[1]} transitions but keyframe 0 makes {first[0]}x{first[1]}: use keyframes of one "
-                    "aspect ratio, or fit='pad' or 'crop'"
-                    if size and first
-                    else "its size cannot be known before sending",
-                )
-                for index, (keyframe, size) in enumerate(zip(keyframes, sizes))
-                if size != first
-            ]
-        )
-    return differ
-
-
-def storyboard_fingerprint(segments: list[str], *, drop_boundary: bool, fit: Optional[str]) -> str:
-    document = {"v": STORYBOARD_VERSION, "segments": segments, "drop_boundary": drop_boundary, "fit": fit}
-    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
 def _hashed(path: Path) -> Download:
@@ -164,7 +107,7 @@ async def keyframes_storyboard(
     wanted = transitions(keyframes, prompts, overrides or {}, label)
     setup = await RunSetup.resolve(run, frame_storage_options)
     prepared = await setup.prepare_all(wanted)
-    differ = _check_shapes(prepared, fit)
+    differ = check_shapes(prepared, fit)
     if setup.dry_run:
         plan = await plan_run(setup, prepared, review)
         await report_plan(plan, key=artifact_key(f"wan-plan-{label}"))

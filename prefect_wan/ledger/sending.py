@@ -59,11 +59,13 @@ class Submission:
         label: str,
         logger: Logger,
         sender: Optional[str] = None,
+        waits_when_throttled: bool = True,
     ) -> None:
         """``sender``: who sends, as recorded on each attempt (its cancellation cancels them);
-        the flow run this runs in when not given."""
+        the flow run this runs in when not given. ``waits_when_throttled``: sleep the service's
+        Retry-After before raising ``ThrottledError`` (for a retry that follows)."""
         self.client, self.journal, self.prepared, self.label, self.logger = client, journal, prepared, label, logger
-        self.key, self.endpoint, self.sender = key, endpoint, sender
+        self.key, self.endpoint, self.sender, self.waits_when_throttled = key, endpoint, sender, waits_when_throttled
         self.answers: list[Optional[DashScopeError]] = []  # what the service said to each lost create
 
     async def run(self, *, fresh: bool, sends: int = MAX_SENDS) -> SubmittedTask:
@@ -157,7 +159,7 @@ class Submission:
         except ThrottledError as throttled:
             await self._refused(record, attempt, throttled)
             # Not accepted, so Prefect may retry; when the service says how long to wait, wait that long first.
-            if throttled.retry_after:
+            if throttled.retry_after and self.waits_when_throttled:
                 self.logger.warning("%s: throttled; waiting the %.1f s the service asked for", self.label, throttled.retry_after)
                 await asyncio.sleep(min(throttled.retry_after, MAX_RETRY_AFTER))
             raise
@@ -281,13 +283,17 @@ async def send_ahead(
     if not await locks.aacquire_lock(key, holder, acquire_timeout=0, hold_timeout=SUBMIT_LOCK_SECONDS):
         return None
     try:
-        submitted = await Submission(client, journal, prepared, key=key, endpoint=endpoint, label=label, logger=logger, sender=sender).run(fresh=False, sends=1)
+        # One send, no wait on throttling: the run, which retries, does the waiting.
+        submission = Submission(client, journal, prepared, key=key, endpoint=endpoint, label=label, logger=logger, sender=sender, waits_when_throttled=False)
+        submitted = await submission.run(fresh=False, sends=1)
         record = await journal.read(key)
     finally:
         locks.release_lock(key, holder)
-    if submitted.reused_from is not None or record is None:
+    # Ours: accepted, or adopted after a lost answer, from a create this sender sent (not a task
+    # an earlier run recorded or left unsettled: the run reuses that one, as always).
+    if record is None or not any(a.task_id == submitted.task_id and a.flow_run_id == sender for a in record.attempts):
         return None
-    sent = _SENT_AHEAD[key] = SentAhead(label, record, submitted)
+    sent = _SENT_AHEAD[key] = SentAhead(label, record, submitted.model_copy(update={"reused_from": None}))
     return sent
 
 
