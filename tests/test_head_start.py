@@ -120,6 +120,19 @@ def test_a_first_send_refused_or_unanswered_is_settled_once(prefect_harness, emu
     assert emulator.counters().submissions_accepted == 1 and "1 archived (0 already there), 0 failed; spent 0.5 USD" in done.stdout, done.stdout
 
 
+def test_a_first_pair_whose_frames_cannot_be_read_fails_alone(prefect_harness, emulator, tmp_path):
+    manifest = tmp_path / "pairs.yaml"
+    pairs = [
+        {"first_frame": str(tmp_path / "missing.png"), "last_frame": LAST, "label": "gone"},
+        {"first_frame": FIRST, "last_frame": LAST, "label": "fine", "prompt": "alone"},
+    ]
+    manifest.write_text(yaml.safe_dump({"pairs": pairs}))
+    done, _ = _batch(tmp_path, emulator, manifest, PREFECT_API_URL=PREFECT_API_URL.value())
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "1 archived (0 already there), 1 failed" in done.stdout and emulator.counters().submissions_accepted == 1, done.stdout
+    assert [line for line in done.stderr.splitlines() if line.startswith("gone: failed")], done.stderr[-3000:]
+
+
 def test_a_task_sent_ahead_that_no_run_takes_is_cancelled_while_queued(tmp_path):
     manifest = _manifest(tmp_path, ["never run"])
     with run_emulator(pending_seconds=600, running_seconds=0.2, submit_rps=1000.0) as emulator:

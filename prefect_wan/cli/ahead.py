@@ -26,7 +26,9 @@ from prefect_wan.archive.destination import ArchiveDestination
 from prefect_wan.archive.record import StoryboardRecord
 from prefect_wan.archive.store import find_archived
 from prefect_wan.client.access import ServiceAccess
+from prefect_wan.client.client import DashScopeClient
 from prefect_wan.client.errors import WanError
+from prefect_wan.client.request import KeyframeVideoRequest
 from prefect_wan.flows.prepared import hand_over, take_handed_over
 from prefect_wan.ledger.journal import COORDINATION_ENV, SubmissionJournal
 from prefect_wan.ledger.keys import key_of
@@ -62,29 +64,34 @@ class HeadStart:
         if self.pair is None:
             return None
         request = self.pair.to_request(self.options)
-        async with self.access.client() as client:
-            prepared = take_handed_over(request, self.access.region.value) or await client.prepare(request)
-            hand_over(prepared)
-            destination = ArchiveDestination.coerce(self.destination)
-            if await find_archived(destination, prepared.fingerprint, self.access.endpoint) is not None:
-                return None
-            if self.whole is not None and await find_archived(destination, self.whole, self.access.endpoint, record_type=StoryboardRecord) is not None:
-                return None
-            try:
-                return await send_ahead(
-                    client,
-                    SubmissionJournal(home=places.home),
-                    default_lock_manager(places.home),
-                    prepared,
-                    key=key_of(prepared.fingerprint, self.access),
-                    endpoint=self.access.endpoint,
-                    label=self.pair.display_label(),
-                    logger=_LOGGER,
-                    sender=COMMAND_SENDER,
-                )
-            except (WanError, httpx.HTTPError, OSError) as error:
-                _LOGGER.info("%s: left to the run: %s", self.pair.display_label(), error)
-                return None
+        label = self.pair.display_label()
+        try:
+            async with self.access.client() as client:
+                return await self._send(client, request, label, places)
+        except (WanError, httpx.HTTPError, OSError) as error:
+            # A batch's pair whose frames cannot be read fails alone, in the run, as it always has.
+            _LOGGER.info("%s: left to the run: %s", label, error)
+            return None
+
+    async def _send(self, client: DashScopeClient, request: KeyframeVideoRequest, label: str, places: PrefectPlaces) -> Optional[SentAhead]:
+        prepared = take_handed_over(request, self.access.region.value) or await client.prepare(request)
+        hand_over(prepared)
+        destination = ArchiveDestination.coerce(self.destination)
+        if await find_archived(destination, prepared.fingerprint, self.access.endpoint) is not None:
+            return None
+        if self.whole is not None and await find_archived(destination, self.whole, self.access.endpoint, record_type=StoryboardRecord) is not None:
+            return None
+        return await send_ahead(
+            client,
+            SubmissionJournal(home=places.home),
+            default_lock_manager(places.home),
+            prepared,
+            key=key_of(prepared.fingerprint, self.access),
+            endpoint=self.access.endpoint,
+            label=label,
+            logger=_LOGGER,
+            sender=COMMAND_SENDER,
+        )
 
 
 def head_start(
