@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
-import httpx
 from prefect.blocks.abstract import CredentialsBlock
 from pydantic import Field, SecretStr, model_validator
 
@@ -105,14 +104,6 @@ class WanCredentials(CredentialsBlock):
         """The block's key, else ``DASHSCOPE_API_KEY``; raises ``MissingApiKeyError``."""
         return self.access().resolved_api_key()
 
-    def get_client(self, **kwargs) -> DashScopeClient:
-        """A new ``DashScopeClient`` for this region; close it (``async with``) when done."""
-        kwargs.setdefault("timeout", httpx.Timeout(self.timeout_seconds, connect=10.0, pool=30.0))
-        kwargs.setdefault("min_submit_interval", self.min_submit_interval)
-        return DashScopeClient(
-            self.resolved_api_key(),
-            region=self.region,
-            base_url=self.effective_base_url,
-            workspace=self.workspace,
-            **kwargs,
-        )
+    def get_client(self, **kwargs: Any) -> DashScopeClient:
+        """A new ``DashScopeClient`` for this region (``ServiceAccess.client``'s overrides); close it (``async with``) when done."""
+        return self.access().client(**kwargs)

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from prefect_wan.client.client import DashScopeClient, normalize_base_url
+from prefect_wan.client.client import KEEPALIVE_SECONDS, DashScopeClient, normalize_base_url
 from prefect_wan.client.errors import MissingApiKeyError
 from prefect_wan.client.regions import Region, endpoint_identity, workspace_base_url
 
@@ -70,15 +70,25 @@ class ServiceAccess(BaseModel):
             f"no DashScope API key: set api_key on the WanCredentials block or the {API_KEY_ENV} environment variable (a key of region {self.region.value})"
         )
 
-    def client(self, timeout: Optional[httpx.Timeout] = None) -> DashScopeClient:
-        """A new ``DashScopeClient`` for this account; close it (``async with``) when done."""
+    def client(
+        self,
+        *,
+        timeout: Optional[httpx.Timeout] = None,
+        min_submit_interval: Optional[float] = None,
+        transport: Optional[httpx.AsyncBaseTransport] = None,
+        keepalive_expiry: float = KEEPALIVE_SECONDS,
+    ) -> DashScopeClient:
+        """A new ``DashScopeClient`` for this account (the arguments override its settings); close
+        it (``async with``) when done."""
         return DashScopeClient(
             self.resolved_api_key(),
             region=self.region,
             base_url=self.effective_base_url,
             workspace=self.workspace,
             timeout=timeout or httpx.Timeout(self.timeout_seconds, connect=10.0, pool=30.0),
-            min_submit_interval=self.min_submit_interval,
+            min_submit_interval=self.min_submit_interval if min_submit_interval is None else min_submit_interval,
+            transport=transport,
+            keepalive_expiry=keepalive_expiry,
         )
 
 

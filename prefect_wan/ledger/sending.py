@@ -137,13 +137,7 @@ class Submission:
         await self._write_after_the_fact(record)
         ahead.taken = True
         remember_task_ids([task_id])
-        self.logger.info(
-            "Submitted %s: task %s (request %s, fingerprint %s), sent by the command while Prefect started",
-            self.label,
-            task_id,
-            ahead.submitted.request_id,
-            ahead.submitted.fingerprint[:12],
-        )
+        self._said("submitted", ahead.submitted, ", sent by the command while Prefect started")
         return ahead.submitted
 
     async def _send(self, record: SubmissionRecord, attempt: SubmissionAttempt, call: CreateCall) -> Optional[SubmittedTask]:
@@ -177,15 +171,19 @@ class Submission:
         record.current = submitted
         remember_task_ids([submitted.task_id])
         await self._write_after_the_fact(record)
+        self._said(how, submitted)
+        return submitted
+
+    def _said(self, how: str, submitted: SubmittedTask, after: str = "") -> None:
         self.logger.info(
-            "%s %s: task %s (request %s, fingerprint %s)",
+            "%s %s: task %s (request %s, fingerprint %s)%s",
             how.capitalize(),
             self.label,
             submitted.task_id,
             submitted.request_id,
             submitted.fingerprint[:12],
+            after,
         )
-        return submitted
 
     async def _write_after_the_fact(self, record: SubmissionRecord) -> None:
         # The call is over; a journal that cannot be written now must not turn a paid task into a
