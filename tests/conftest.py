@@ -56,7 +56,10 @@ def emulator_server():
 
 @pytest.fixture
 def emulator(emulator_server):
-    """The session's emulator, reset to fast defaults with no faults armed."""
+    """The session's emulator, reset to fast defaults with no faults armed (and no outage remembered)."""
+    from prefect_wan.client.outage import forget_outages
+
+    forget_outages()
     emulator_server.reset()
     emulator_server.configure(**FAST, max_running=None, queue_limit=500, task_ttl_seconds=86400, video_ttl_seconds=86400, video_file=None)
     yield emulator_server

@@ -13,7 +13,6 @@ from asyncio.subprocess import DEVNULL, PIPE
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL
 
 from prefect_wan.archive.destination import ArchiveDestination
@@ -61,10 +60,14 @@ async def test_a_reviewed_batch_renders_only_the_approved_pairs(prefect_harness,
         )
     )
     run = await _paused_run("wan-batch-4-pairs", 4, emulator)
-    await resume_flow_run(run.id, run_input={"r0": "approve", "r1": "approve", "r2": "drop", "r3": "retake"})
+    request = await waiting_review(str(run.id))
+    assert request is not None
+    assert await answer_review(request, request.answer(approve=["r0", "r1"], drop=["r2"], retake=["r3"])) == "answered"
     await asyncio.sleep(1)
     run = await _paused_run("wan-batch-4-pairs", 5, emulator)  # round 2: one new draft
-    await resume_flow_run(run.id, run_input={"r3": "approve"})
+    request = await waiting_review(str(run.id))
+    assert request is not None and request.round == 2
+    await answer_review(request, request.answer(approve=["r3"]))
     result = await asyncio.wait_for(running, 240)
 
     sizes = sorted(max(t.size) for t in emulator.state.tasks.values())
@@ -122,7 +125,9 @@ async def test_a_reviewer_of_this_process_answers_once_the_run_is_paused_and_a_f
             )
         )
         run = await _paused_run("wan-batch-1-pairs", 5, emulator)
-        await resume_flow_run(run.id, run_input={"l0": "drop"})
+        request = await waiting_review(str(run.id))
+        assert request is not None
+        await answer_review(request, request.answer(drop=["l0"]))
         result = await asyncio.wait_for(running, 120)
     assert result.dropped == ["l0"]
     async with get_client() as client:
@@ -303,7 +308,7 @@ async def test_the_review_command_lists_and_answers_a_waiting_run(prefect_harnes
     result = await asyncio.wait_for(running, 120)
     assert [v.label for v in result.videos] == ["c0"] and result.dropped == ["c1"]
     code, out, err = await cli(run.name)
-    assert code == 2 and "no run of that name or id waits for review" in err
+    assert code == 2 and "wan-batch-2-pairs is Completed: it waits for no review" in err, err
 
 
 def test_a_cli_run_with_no_server_asks_in_its_terminal(tmp_path):

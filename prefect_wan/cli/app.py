@@ -125,8 +125,11 @@ def batch(
                 typer.echo(f"{skipped.label}: skipped for budget ({skipped.reason})")
             for label in result.dropped:
                 typer.echo(f"{label}: dropped in review (its drafts are archived)")
+            if result.unsubmitted:
+                typer.echo(f"Left unsubmitted, nothing paid ({len(result.unsubmitted)}): {', '.join(result.unsubmitted)}", err=True)
+                typer.echo(f"Because {result.outage}. Run the batch again once the service answers.", err=True)
             typer.echo(result.headline)
-            return EXIT_FAILED if result.failures else EXIT_OVER_BUDGET if result.skipped else EXIT_OK
+            return EXIT_FAILED if result.failures or result.unsubmitted else EXIT_OVER_BUDGET if result.skipped else EXIT_OK
 
         ahead = head_start(credentials, where, how.options(), review=drafts.settings() is not None, fan_out=fan_out is not None)
 
@@ -286,7 +289,7 @@ def review(
     from rich.console import Console
 
     from prefect_wan.cli.review import ask, show
-    from prefect_wan.flows.review import ReviewAnswerError, answer_review, waiting_review
+    from prefect_wan.flows.review import ReviewAnswerError, ReviewClosedError, answer_review, find_review
 
     if not PREFECT_API_URL.value():
         typer.echo(
@@ -301,10 +304,7 @@ def review(
     console = Console(stderr=True)
 
     async def answer() -> int:
-        request = await waiting_review(flow_run)
-        if request is None:
-            typer.echo(f"{flow_run}: no run of that name or id waits for review", err=True)
-            return EXIT_BAD_INPUT
+        request = await find_review(flow_run)
         show(request, Console())
         if not (approve or retake or drop or approve_passing):
             if not console.is_terminal:
@@ -312,13 +312,22 @@ def review(
             answers = await asyncio.to_thread(ask, request, console)
         else:
             answers = request.answer(approve=approve, retake=retake, drop=drop, approve_passing=approve_passing, prompts=prompts)
-        await answer_review(request, answers)
-        decided = {d.label: answers[d.field] for d in request.drafts}
-        typer.echo(f"answered round {request.round} of {request.run_name}: " + ", ".join(f"{label} {d}" for label, d in decided.items()))
+        how = await answer_review(request, answers)
+        decided = ", ".join(f"{label} {decision}" for label, (decision, _) in request.decisions(answers).items())
+        if how == "kept":
+            typer.echo(
+                f"{request.run_name} is no longer waiting: its process is gone (the run is marked Crashed). Kept for its re-run, "
+                f"which takes it without asking: round {request.round}: {decided}"
+            )
+        else:
+            typer.echo(f"answered round {request.round} of {request.run_name}: {decided}")
         return EXIT_OK
 
     try:
         raise typer.Exit(asyncio.run(answer()))
+    except ReviewClosedError as error:
+        typer.echo(f"Not answered: {error}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     except ReviewAnswerError as error:
         typer.echo(f"Not answered: {error}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None

@@ -36,15 +36,13 @@ def show(request: ReviewRequest, console: Console) -> None:
 
 
 def ask(request: ReviewRequest, console: Console) -> dict[str, Any]:
-    """Each draft's decision asked on the terminal (the default: approve a passing draft, retake
-    another). At the end of input every draft not decided is dropped: nothing final is paid for
-    without an answer."""
+    """Each draft's decision asked on the terminal, with no default (Enter asks again: nothing is
+    paid for without a choice). At the end of input every draft not decided is dropped."""
     chosen: dict[str, list[str]] = {choice: [] for choice in CHOICES}
     prompts: dict[str, str] = {}
     try:
         for draft in request.drafts:
-            default = "approve" if draft.passed else "retake"
-            choice = click.prompt(f"{draft.label}", default=default, type=click.Choice(CHOICES), err=True)
+            choice = click.prompt(f"{draft.label} ({'passed' if draft.passed else draft.checks})", type=click.Choice(CHOICES), err=True)
             chosen[choice].append(draft.label)
             if choice == "retake":
                 prompt = click.prompt("  new prompt (Enter keeps the one used)", default="", show_default=False, err=True).strip()

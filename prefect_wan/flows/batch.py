@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 
 from prefect_wan.client.errors import WanError
+from prefect_wan.client.outage import ServiceOutageError, patience_seconds
 from prefect_wan.flows.fanout import check_fan_out, run_on_pool
 from prefect_wan.flows.manifest import load_manifest
 from prefect_wan.flows.models import ArchivedVideo, BatchResult, KeyframePair, PairFailure, PairSkip
@@ -149,6 +150,11 @@ async def keyframes_batch(
                         currency=estimate.currency if estimate else None,
                     )
                 )
+            except ServiceOutageError as outage:
+                if result.outage is None:  # said once for the run, not once per pair
+                    result.outage = outage.report.describe()
+                    logger.error("The service is in an outage: %s. Pairs not yet sent wait for it, at most %g s in all", result.outage, patience_seconds())
+                result.unsubmitted.append(pair_progress.label)
             except Exception as error:  # one pair's failure must not stop the others
                 logger.error("%s failed: %s: %s", pair_progress.label, type(error).__name__, error)
                 result.failures.append(
@@ -182,7 +188,15 @@ async def keyframes_batch(
                 return await attempt(item, by_label[label])
 
             outcome = await review_then_render(review, setup, reviewed, render)
-            result.videos, result.drafts, result.dropped, result.skipped = outcome.finals, outcome.drafts, outcome.dropped, outcome.skipped
+            # What the pipeline skipped for budget while drafting and rendering, beside what review
+            # skipped before drafting: an approved pair whose final did not fit is reported, not lost.
+            finals = {pair.label: pair.prepared.parameters.resolution or "" for pair in reviewed}
+            rendered = {video.label for video in outcome.finals}
+            during = [
+                outcome.refused_final(skip, finals[skip.label]) if skip.label in outcome.approved and skip.label not in rendered else skip
+                for skip in result.skipped
+            ]
+            result.videos, result.drafts, result.dropped, result.skipped = outcome.finals, outcome.drafts, outcome.dropped, outcome.skipped + during
             for skipped in outcome.skipped:
                 by_label[skipped.label].stage = "skipped"
         else:
@@ -195,7 +209,7 @@ async def keyframes_batch(
     result.committed, result.billed = pipeline.spend.totals(), pipeline.spend.totals(billed_only=True)
     await report_batch(result, key=artifact_key("wan-batch"))
     logger.info("Batch finished: %s", result.summary)
-    if result.failures:
+    if result.failures or result.unsubmitted:
         raise BatchFailedError(result.summary, result)
     if result.skipped:
         # Not a failure (the budget did its job), but the run says so where it is seen first.

@@ -160,13 +160,17 @@ class BatchResult(BaseModel):
         default_factory=dict, description="What this run's own submissions cost, per currency (billed where known, else estimated)."
     )
     billed: dict[str, float] = Field(default_factory=dict, description="What the service billed for this run's finished tasks (from usage), per currency.")
+    unsubmitted: list[str] = Field(default_factory=list, description="Pairs left unsubmitted because the service refused every create (nothing paid).")
+    outage: Optional[str] = Field(default=None, description="The service's outage, said once: since when, its answer and request ids.")
 
     @property
     def summary(self) -> str:
-        """The headline, then every failure."""
+        """The headline, then every failure, then the outage (once) and the pairs it left unsubmitted."""
         text = self.headline
         if self.failures:
             text += ": " + "; ".join(f"{f.label}: {f.error} {f.message}" for f in self.failures)
+        if self.unsubmitted:
+            text += f". Left unsubmitted ({len(self.unsubmitted)}): {', '.join(self.unsubmitted)}, because {self.outage}"
         return text
 
     @property
@@ -176,6 +180,8 @@ class BatchResult(BaseModel):
         text = f"{len(self.videos)} archived ({reused} already there), {len(self.failures)} failed"
         if self.skipped:
             text += f", {len(self.skipped)} skipped for budget"
+        if self.unsubmitted:
+            text += f", {len(self.unsubmitted)} left unsubmitted (service outage)"
         if self.committed:
             text += "; spent " + ", ".join(f"{amount:g} {currency}" for currency, amount in self.committed.items())
         return text

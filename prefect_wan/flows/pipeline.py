@@ -27,6 +27,7 @@ from prefect_wan.client.errors import (
     TaskExpiredError,
     TaskFailedError,
 )
+from prefect_wan.client.outage import ServiceOutageError, outage_watch
 from prefect_wan.client.results import SubmittedTask, VideoResult
 from prefect_wan.flows.models import ArchivedVideo, KeyframePair
 from prefect_wan.flows.prepared import PreparedPair
@@ -181,6 +182,9 @@ class PairRun:
             progress.stage = "skipped"
             get_run_logger().warning("%s", skipped)
             raise
+        except ServiceOutageError:
+            progress.stage = "failed"  # unsubmitted: the run reports the outage once, not once per pair
+            raise
         except Exception as error:
             progress.stage = "failed"
             progress.task_id = progress.task_id or getattr(error, "task_id", None)
@@ -250,18 +254,29 @@ class PairRun:
         return self.result(pair.label, record, reused=all(video.reused for _, _, video in takes))
 
     async def _submit(self, pair: PreparedPair, *, refresh: bool, after: Optional[State] = None) -> tuple[State, SubmittedTask, bool]:
-        await self.capacity.before_submit()
-        task = self.submit_task.with_options(refresh_cache=True) if refresh else self.submit_task
-        state = await _call(
-            task,
-            pair.prepared,
-            self.setup.credentials,
-            after=after,
-            coordination=self.setup.coordination,
-            plain={"label": pair.label, "fresh": refresh},
-        )
-        submitted: SubmittedTask = await state.aresult()
-        return state, submitted, state.name == "Cached" or submitted.reused_from is not None
+        """The submit task, sent when the service is not in an outage (or when it is this pair's turn
+        to probe it); ``ServiceOutageError`` when the outage outlasts its patience (nothing sent)."""
+        watch = outage_watch(self.setup.credentials.endpoint, pair.prepared.spec.name)
+        while True:
+            probe = await watch.admit()
+            try:
+                await self.capacity.before_submit()
+                task = self.submit_task.with_options(refresh_cache=True) if refresh else self.submit_task
+                state = await _call(
+                    task,
+                    pair.prepared,
+                    self.setup.credentials,
+                    after=after,
+                    coordination=self.setup.coordination,
+                    plain={"label": pair.label, "fresh": refresh},
+                )
+                submitted: SubmittedTask = await state.aresult()
+                return state, submitted, state.name == "Cached" or submitted.reused_from is not None
+            except ServiceOutageError:
+                continue  # not sent: the watch says when the next create may go
+            finally:
+                if probe:
+                    watch.release_probe()
 
     async def _poll(self, submitted: SubmittedTask, label: str, after: State) -> tuple[State, VideoResult]:
         state = await _call(poll_video, submitted, self.setup.credentials, self.setup.poll, after=after, plain={"label": label})

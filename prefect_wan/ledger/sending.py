@@ -17,7 +17,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Optional, Union
 
 from prefect_wan.client.client import CreateCall, DashScopeClient, submitted_task
-from prefect_wan.client.errors import DashScopeError, ServerError, SubmissionOutcomeUnknownError, ThrottledError
+from prefect_wan.client.errors import DashScopeError, NetworkError, ServerError, SubmissionOutcomeUnknownError, ThrottledError
+from prefect_wan.client.outage import ServiceOutageError, outage_watch
 from prefect_wan.client.preflight import PreparedRequest
 from prefect_wan.client.reconcile import Reconciliation, reconcile_lost_create
 from prefect_wan.client.results import SubmittedTask
@@ -67,6 +68,7 @@ class Submission:
         self.client, self.journal, self.prepared, self.label, self.logger = client, journal, prepared, label, logger
         self.key, self.endpoint, self.sender, self.waits_when_throttled = key, endpoint, sender, waits_when_throttled
         self.answers: list[Optional[DashScopeError]] = []  # what the service said to each lost create
+        self.outage = outage_watch(endpoint, prepared.spec.name)
 
     async def run(self, *, fresh: bool, sends: int = MAX_SENDS) -> SubmittedTask:
         """The task for this work: recorded (unless ``fresh``), adopted after a lost answer, or sent
@@ -97,27 +99,29 @@ class Submission:
             # The turn spans the intent, the send and, if the answer is lost, the reconciliation: no
             # other create of this process is then outstanding to muddle the task list we read.
             async with self.client.create_turn(self.prepared.spec.name):
+                self.outage.before_send()
                 attempt = SubmissionAttempt(sent_at=datetime.now(timezone.utc), flow_run_id=self.sender or current_flow_run_id())
                 record.attempts.append(attempt)
                 await self.journal.write(record)  # the intent, before a byte is sent
                 submitted = await self._send(record, attempt, call)
             if submitted is not None:
                 return submitted
-        if len(self.answers) == sends and all(a is not None for a in self.answers):
-            # The service answered every send, and the task list proved none created a task: the
-            # outcome is known. Its own error, retryable by the task's policy.
+            self._failed_create(self.answers[-1])  # provably nothing created: the service failed this create
+            if self.answers[-1] is not None:
+                break  # answered (a 5xx): the task's retry, after its backoff, sends the next one
+        if self.answers and self.answers[-1] is not None:
+            # The service answered, and the task list proved no create made a task: the outcome is
+            # known. Its own error, retryable by the task's policy.
             answer = self.answers[-1]
-            assert answer is not None
             raise ServerError(
                 answer.message,
                 code=answer.code,
                 status_code=answer.status_code,
                 request_id=answer.request_id,
-                hint=f"{sends} creates for {self.label} were each answered HTTP {answer.status_code}, and the task list shows "
-                "that none created a task: nothing was paid",
+                hint=f"the create for {self.label} was answered HTTP {answer.status_code}, and the task list shows that it created no task: nothing was paid",
             )
         raise SubmissionOutcomeUnknownError(
-            f"{sends} create calls for {self.label} got no answer, and none created a task; giving up for now",
+            f"{len(self.answers)} create calls for {self.label} got no answer, and none created a task; giving up for now",
             code="SubmissionOutcomeUnknown",
             sent_at=record.attempts[-1].sent_at.isoformat(),
             model=self.prepared.spec.name,
@@ -151,16 +155,32 @@ class Submission:
             self.logger.warning("%s: %s; reconciling with the task list", self.label, lost)
             return await self._settle(record, attempt, lost=lost)
         except ThrottledError as throttled:
+            self.outage.answered()  # busy, not down
             await self._refused(record, attempt, throttled)
             # Not accepted, so Prefect may retry; when the service says how long to wait, wait that long first.
             if throttled.retry_after and self.waits_when_throttled:
                 self.logger.warning("%s: throttled; waiting the %.1f s the service asked for", self.label, throttled.retry_after)
                 await asyncio.sleep(min(throttled.retry_after, MAX_RETRY_AFTER))
             raise
+        except (ServerError, NetworkError) as refused:
+            # Refused before a task could exist (no connection, or a 5xx the client knows created nothing).
+            await self._refused(record, attempt, refused)
+            self._failed_create(refused)
+            raise
         except DashScopeError as refused:
+            self.outage.answered()  # refused for its own reasons: the service works
             await self._refused(record, attempt, refused)
             raise
         return await self._accept(record, attempt, submitted, how="submitted")
+
+    def _failed_create(self, error: Optional[DashScopeError]) -> None:
+        """Count a create the service failed and that provably created nothing; once they make an
+        outage, ``ServiceOutageError`` (not retried: the outage watch says when to send again)."""
+        self.outage.refused(error)
+        if self.outage.report is not None:
+            raise ServiceOutageError(
+                f"{self.label} not sent: {self.outage.report.describe()}; the next create waits for the service", report=self.outage.report, gave_up=False
+            )
 
     async def _refused(self, record: SubmissionRecord, attempt: SubmissionAttempt, error: DashScopeError) -> None:
         attempt.state, attempt.request_id, attempt.detail = AttemptState.REFUSED, error.request_id, str(error)[:500]
@@ -171,6 +191,8 @@ class Submission:
         record.current = submitted
         remember_task_ids([submitted.task_id])
         await self._write_after_the_fact(record)
+        if (ended := self.outage.answered()) is not None:
+            self.logger.warning("%s: the service answers again; the outage is over (%s)", self.label, ended.describe())
         self._said(how, submitted)
         return submitted
 
