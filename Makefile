@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/double_pay.py
 	$(BIN)/python bench/archive.py
 	$(BIN)/python bench/review.py
+	$(BIN)/python bench/shots.py
 	$(BIN)/python bench/first_submission.py
 
 clean:

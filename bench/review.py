@@ -11,10 +11,8 @@ a defect (a frozen picture, evenly spaced), and two runs of the same pairs go th
 
 The takes each run made are counted at the emulator and priced, per model, with the catalog's
 Beijing list prices (5 s clips): the cost per approved (usable) shot, and the break-even reject
-rate, the draft/final price ratio (above it, drafting is cheaper). Then the shot checks' time is
-printed as a share of the archive step for one 5 s 720P clip.
-
-``--checks-only`` prints that last figure alone.
+rate, the draft/final price ratio (above it, drafting is cheaper). The shot checks' own cost is
+``bench/shots.py``'s.
 
 python bench/review.py [--pairs 20]
 """
@@ -24,9 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,78 +153,13 @@ def _tiers() -> list[Tiers]:
     return rows
 
 
-class TimedObserver:
-    """A frame observer, and the time it spent on the frames (the decode's own time left out)."""
-
-    def __init__(self, observer) -> None:
-        self.observer, self.seconds = observer, 0.0
-
-    def observe(self, index: int, frame) -> None:
-        started = time.perf_counter()
-        self.observer.observe(index, frame)
-        self.seconds += time.perf_counter() - started
-
-
-def checks_share() -> tuple[float, float, float]:
-    """(archive step, checks on its path, keyframes fitted ahead) in seconds for one 5 s 720P
-    clip, medians of 5 runs.
-
-    The archive step is the pair flow's archive task as Prefect timed it (download from the
-    emulator, hash, one decode for probe, poster and checks, publish). On its path the checks cost
-    what the decode spends on the shot observer plus the verdicts (SSIM against the keyframes),
-    timed on the same file; the keyframes are fitted while the video downloads, timed apart."""
-    from prefect.client.orchestration import get_client
-
-    from prefect_wan.client.polling import PollSchedule
-    from prefect_wan.emulator import run_emulator
-    from prefect_wan.flows import GenerationOptions, keyframes_to_video
-    from prefect_wan.media.scan import scan_video
-    from prefect_wan.media.shots import FittedKeyframes, ShotObserver, ShotThresholds, check_shot
-
-    async def archive_task_seconds(label: str) -> float:
-        async with get_client() as client:
-            runs = await client.read_task_runs()
-        return next(t.total_run_time.total_seconds() for t in runs if t.name == f"archive-{label}")
-
-    archive_seconds, path_seconds, ahead_seconds = [], [], []
-    keyframes = ((EXAMPLES / "first.png").read_bytes(), (EXAMPLES / "last.png").read_bytes())
-    with run_emulator(region="beijing", **TIMING) as emu, tempfile.TemporaryDirectory() as archive:
-        for run in range(5):
-            video = asyncio.run(
-                keyframes_to_video(
-                    str(EXAMPLES / "first.png"),
-                    str(EXAMPLES / "last.png"),
-                    prompt=f"timing {run}",
-                    options=GenerationOptions(resolution="720P", seed=100 + run),
-                    credentials=emu.credentials(),
-                    destination=archive,
-                    poll=PollSchedule(initial_delay=0.05, interval=0.1, max_interval=0.3),
-                )
-            )
-            archive_seconds.append(asyncio.run(archive_task_seconds(video.label)))
-            path, request = video.record.video.path, video.record.request
-            started = time.perf_counter()
-            fitted = FittedKeyframes.of(keyframes, *request.predicted_size)
-            ahead_seconds.append(time.perf_counter() - started)
-            shot = TimedObserver(ShotObserver(ShotThresholds()))
-            scan = scan_video(path, observers=[shot])
-            started = time.perf_counter()
-            check_shot(shot.observer, scan.probe, request, keyframes, fitted)
-            path_seconds.append(shot.seconds + time.perf_counter() - started)
-    return statistics.median(archive_seconds), statistics.median(path_seconds), statistics.median(ahead_seconds)
-
-
 def main() -> None:
     from prefect_wan.emulator import run_emulator
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=20)
-    parser.add_argument("--checks-only", action="store_true")
     arguments = parser.parse_args()
     pairs = arguments.pairs
-    if arguments.checks_only:
-        print_checks_share()
-        return
 
     measured: dict[float, tuple[Takes, Takes]] = {}
     with run_emulator(region="beijing", **TIMING) as emu:
@@ -257,16 +188,6 @@ def main() -> None:
             f"{tiers.model:<22} {tiers.final:<6} {tiers.draft:<26} " + " ".join(cells) + f" {tiers.draft_price / tiers.final_price:>10.0%}  ({tiers.currency})"
         )
     print()
-    print_checks_share()
-
-
-def print_checks_share() -> None:
-    archive, on_path, ahead = checks_share()
-    print(
-        f"Shot checks on a {SECONDS} s 720P clip: {on_path * 1000:.1f} ms on the path of an archive step of {archive * 1000:.0f} ms "
-        f"= {on_path / archive:.1%} (goal: at most 10 %); the keyframes, fitted while the video downloads, {ahead * 1000:.1f} ms more "
-        f"(all of it: {(on_path + ahead) / archive:.1%})"
-    )
 
 
 if __name__ == "__main__":

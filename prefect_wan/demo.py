@@ -2,7 +2,7 @@
 
 Starts the DashScope emulator on loopback, runs ``keyframes_to_video`` on the two keyframes shipped
 in ``prefect_wan/examples``, archives to ``./wan-archive`` and says where everything went. The
-video is the emulator's crossfade rendering, not the model's.
+video is the emulator's camera-move rendering, not the model's.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main() -> None:
         f"  {record.probe.width}x{record.probe.height}, {record.probe.duration_seconds:g} s, {record.probe.frames} frames "
         f"of {record.probe.codec} at {record.probe.fps:g} fps; estimated cost {cost}"
     )
-    print("  Rendered by the local emulator (a crossfade between the keyframes), not by the Wan model.")
+    print("  Rendered by the local emulator (a camera move between the keyframes), not by the Wan model.")
     print("  Against the real service: see README, 'Real DashScope'.")
 
 

@@ -31,6 +31,7 @@ from prefect_wan.flows import (
     keyframes_to_video,
 )
 from prefect_wan.flows.reporting import ARCHIVED_EVENT, FAILED_EVENT
+from prefect_wan.media.chart import HEIGHT as CHART_HEIGHT
 from tests.test_emulator import probe
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "prefect_wan" / "examples"
@@ -105,7 +106,7 @@ async def test_archives_to_s3_with_a_sidecar_that_matches(prefect_harness, emula
     assert fs.ls(f"{bucket}/videos") == [f"{name}.json", f"{name}.mp4", f"{name}.png"]
     assert sidecar["poster"]["path"] == f"{name}.png"
     poster = Image.open(io.BytesIO(fs.cat_file(f"{name}.png")))
-    assert poster.format == "PNG" and poster.height == 180
+    assert poster.format == "PNG" and poster.height == 180 + CHART_HEIGHT  # the frames, and the motion chart under them
     archived = events_named(asserting_events_worker, ARCHIVED_EVENT)
     assert archived[-1].payload["video_url"] == video.video_url
     assert archived[-1].resource.id == f"prefect_wan.video.{video.fingerprint}"

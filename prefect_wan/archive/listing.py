@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Optional
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from prefect_wan.archive.destination import ArchiveDestination
 from prefect_wan.archive.errors import ArchiveDestinationError
@@ -32,6 +32,12 @@ class ArchiveEntry(BaseModel):
     sidecar_url: str
     task_id: Optional[str] = None
     checks: Optional[ShotChecks] = Field(default=None, description="The shot checks (videos archived by this version).")
+    _record: Optional[ArchiveRecord] = PrivateAttr(default=None)
+
+    @property
+    def record(self) -> Optional[ArchiveRecord]:
+        """The video's whole sidecar (None for a storyboard)."""
+        return self._record
 
     @property
     def checks_text(self) -> str:
@@ -98,7 +104,7 @@ def _entry(document: dict, sidecar_url: str) -> ArchiveEntry:
             sidecar_url=sidecar_url,
         )
     record = ArchiveRecord.model_validate(document)
-    return ArchiveEntry(
+    entry = ArchiveEntry(
         kind="video",
         label=record.label,
         model=record.request.model,
@@ -114,3 +120,5 @@ def _entry(document: dict, sidecar_url: str) -> ArchiveEntry:
         task_id=record.task_id,
         checks=record.checks,
     )
+    entry._record = record
+    return entry

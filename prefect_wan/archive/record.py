@@ -7,8 +7,8 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel, Field
 
-# 2: adds ``endpoint``. 3: adds ``checks`` and ``takes``.
-SIDECAR_SCHEMA_VERSION = 3
+# 2: adds ``endpoint``. 3: adds ``checks`` and ``takes``. 4: adds ``profile`` and the transition checks.
+SIDECAR_SCHEMA_VERSION = 4
 
 
 class FrameRecord(BaseModel):
@@ -54,13 +54,42 @@ class VideoProbe(BaseModel):
     audio_codec: Optional[str] = None
 
 
+class MotionProfile(BaseModel):
+    """The per-frame curves the shot checks read (prefect_wan.media.profile says how each is
+    measured), kept so any threshold can be applied again without the video."""
+
+    fps: float
+    frames: int
+    size: tuple[int, int] = Field(description="The small frame every curve was measured on (width, height).")
+    sample_step: int = Field(description="Frames between samples: motion, to_first ... colour_b hold one value a sample.")
+    luma: list[float] = Field(default_factory=list, description="Mean luma per frame (0-255).")
+    difference: list[float] = Field(default_factory=list, description="Mean absolute luma difference to the previous frame.")
+    content: list[float] = Field(default_factory=list, description="PySceneDetect's content score (luma) per frame.")
+    motion: list[float] = Field(default_factory=list, description="Top-5 % optical-flow magnitude from each sample to the next, in pixels of the sample.")
+    to_first: list[float] = Field(default_factory=list, description="Correlation of each frame with the first keyframe.")
+    to_last: list[float] = Field(default_factory=list, description="Correlation of each frame with the last keyframe.")
+    blend: list[Optional[float]] = Field(default_factory=list, description="Distance of each frame from a mix of the two keyframes (None: keyframes alike).")
+    alpha: list[Optional[float]] = Field(default_factory=list, description="The share of the first keyframe in that mix (1: all first).")
+    between: list[Optional[float]] = Field(default_factory=list, description="Share of the pixels where the keyframes differ that lie between them.")
+    colour_l: list[float] = Field(default_factory=list, description="Mean L* per frame.")
+    colour_a: list[float] = Field(default_factory=list, description="Mean a* per frame.")
+    colour_b: list[float] = Field(default_factory=list, description="Mean b* per frame.")
+    first_colour: Optional[list[float]] = Field(default=None, description="The first keyframe's mean L*a*b*.")
+    last_colour: Optional[list[float]] = Field(default=None, description="The last keyframe's mean L*a*b*.")
+    first_ssim: Optional[float] = Field(default=None, description="SSIM of the first frame with the first keyframe.")
+    end_ssim: list[float] = Field(default_factory=list, description="SSIM of each of the last frames (the end window) with the last keyframe.")
+    end_colour: Optional[list[float]] = Field(default=None, description="Mean L*a*b* of the end window's frame most like the last keyframe.")
+
+
 class ShotCheck(BaseModel):
     """One check of a shot: what was measured, the line it is held to, and the verdict."""
 
-    name: str = Field(description="first_frame, last_frame, black, frozen, duration or size.")
+    name: str = Field(description="first_frame, end_window, dissolve, cut, flicker, motion, colour, revert, black, frozen, duration or size.")
     value: Union[float, str]
     threshold: Union[float, str]
     passed: bool
+    frames: list[int] = Field(default_factory=list, description="Where it failed: the frames the chart marks.")
+    at_least: bool = Field(default=False, description="The value must reach the threshold (else stay at or below it).")
 
 
 class ShotChecks(BaseModel):
@@ -78,9 +107,7 @@ class ShotChecks(BaseModel):
         if self.passed:
             return "passed"
         return "failed: " + ", ".join(
-            f"{i.name} {i.value} {'<' if i.name.endswith('_frame') else '>' if isinstance(i.value, float) else '!='} {i.threshold}"
-            for i in self.items
-            if not i.passed
+            f"{i.name} {i.value} {'<' if i.at_least else '>' if isinstance(i.value, float) else '!='} {i.threshold}" for i in self.items if not i.passed
         )
 
 
@@ -136,7 +163,8 @@ class ArchiveRecord(BaseModel):
     probe: VideoProbe
     poster: Optional[ArchivedFile] = Field(default=None, description="PNG contact sheet: first, middle and last frames.")
     warnings: list[str] = Field(default_factory=list)
-    checks: Optional[ShotChecks] = Field(default=None, description="The shot checks: keyframe adherence, black, frozen, duration, size.")
+    checks: Optional[ShotChecks] = Field(default=None, description="The shot checks: keyframes, transition, black, frozen, duration, size.")
+    profile: Optional[MotionProfile] = Field(default=None, description="The per-frame curves the checks read: apply other thresholds without the video.")
     takes: list[TakeRecord] = Field(default_factory=list, description="Under a quality gate: every take of the pair, and which one was chosen.")
     producer: str = "prefect-wan"
 

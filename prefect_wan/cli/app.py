@@ -4,6 +4,7 @@ list the archive, set the account's limits, or run the emulator. Exit codes: ``p
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -331,6 +332,26 @@ def review(
     except ReviewAnswerError as error:
         typer.echo(f"Not answered: {error}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+@app.command()
+def check(
+    target: str = typer.Argument(..., help="A video (path or fsspec URL), or an archive to check again from its stored profiles."),
+    first: Optional[str] = typer.Option(None, "--first", help="The first keyframe the video should start on."),
+    last: Optional[str] = typer.Option(None, "--last", help="The last keyframe the video should reach."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Seconds the video should last."),
+    thresholds: Optional[str] = typer.Option(None, "--thresholds", help="A JSON or YAML file of ShotThresholds fields (the rest keep their defaults)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
+) -> None:
+    """Check a video for what Wan gets wrong (exit 0 passed, 1 flagged, 2 refused), or apply other
+    thresholds to every archived shot from its stored motion profile, reading no video."""
+    from prefect_wan.cli.check import check_archive, check_file, load_thresholds
+
+    limits = load_thresholds(thresholds)
+    video_like = Path(target).is_file() or Path(target).suffix.lower() in (".mp4", ".mov", ".mkv", ".webm", ".avi")
+    if video_like or first or last or duration is not None:
+        raise typer.Exit(check_file(target, first, last, duration, limits, as_json))
+    raise typer.Exit(check_archive(target, limits, as_json))
 
 
 @app.command(name="ls")

@@ -76,7 +76,7 @@ class TargetFlags:
             from prefect_wan.emulator import run_emulator
 
             with run_emulator(region=self.region) as emu:
-                typer.echo(f"Using the local emulator at {emu.base_url} (videos are its crossfade rendering)", err=True)
+                typer.echo(f"Using the local emulator at {emu.base_url} (videos are its camera-move rendering)", err=True)
                 yield emu.access()
             return
         if self.credentials:

@@ -1,5 +1,5 @@
 """A local DashScope emulator: the kf2v and wan2.7 wire protocol on loopback, real MP4 output,
-faults on demand. Videos are the emulator's own crossfade rendering, not the model's."""
+faults on demand. Videos are the emulator's own camera-move rendering, not the model's."""
 
 from prefect_wan.emulator.app import create_app
 from prefect_wan.emulator.config import DEFAULT_API_KEY, EmulatorConfig

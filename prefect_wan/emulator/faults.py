@@ -11,8 +11,27 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, Field
 
 Operation = Literal["submit", "query", "list", "cancel", "policy", "upload", "download", "task", "answer", "render"]
-Action = Literal["error", "drop", "error_after_create", "truncate", "slow", "fail", "expire", "reshape", "miss_last_frame", "freeze", "black"]
-Defect = Literal["miss_last_frame", "freeze", "black"]
+Action = Literal[
+    "error",
+    "drop",
+    "error_after_create",
+    "truncate",
+    "slow",
+    "fail",
+    "expire",
+    "reshape",
+    "dissolve",
+    "cut",
+    "late_morph",
+    "flicker",
+    "colour_drift",
+    "revert",
+    "miss_last_frame",
+    "freeze",
+    "black",
+]
+# The render actions: what the model is reported to get wrong (prefect_wan.emulator.render.DEFECTS).
+Defect = Literal["dissolve", "cut", "late_morph", "flicker", "colour_drift", "revert", "miss_last_frame", "freeze", "black"]
 
 _ids = count(1)
 
@@ -29,9 +48,12 @@ class FaultRule(BaseModel):
       turn UNKNOWN.
     - ``reshape`` (answer): the next ``count`` answers about a SUCCEEDED task lose the output fields
       in ``drop_fields`` and, when ``usage`` is set, report that usage instead (any JSON, odd types too).
-    - ``miss_last_frame`` / ``freeze`` / ``black`` (render): the next ``count`` renders are taken
-      with that defect: the transition never lands on the last keyframe, the picture stops moving
-      for most of the video, or it goes black. A later render (a retake) is clean unless asked.
+    - a ``Defect`` (render): the next ``count`` renders are taken with that defect, at ``severity``
+      (0-1]: a cross-fade mixed in (``dissolve``), a jump mid-shot (``cut``), a morph into the last
+      keyframe in the last frames (``late_morph``), brightness pumping (``flicker``), a colour cast
+      growing toward the end (``colour_drift``), a move out and back (``revert``), an end short of
+      the last keyframe (``miss_last_frame``), a camera stopped for most of the video (``freeze``),
+      or black from 40 % on (``black``). A later render (a retake) is clean unless asked.
     With ``fraction`` set, each matching call is hit with that probability (seeded dice) and
     ``count`` bounds the hits (``None`` = no bound); with ``even`` too, exactly that share of the
     matching calls is hit, evenly spaced (a 20 % rate over 20 calls is 4 hits, not what dice give).
@@ -51,6 +73,7 @@ class FaultRule(BaseModel):
     retry_after: Optional[float] = Field(default=None, ge=0, description="Seconds sent as Retry-After with an error.")
     drop_fields: list[str] = Field(default_factory=list)
     usage: Optional[Any] = None
+    severity: float = Field(default=1.0, gt=0, le=1, description="How badly a render defect is rendered: 0.3 subtle, 0.6 visible, 1 gross.")
     task_id: Optional[str] = None
     id: int = Field(default_factory=lambda: next(_ids))
 

@@ -1,5 +1,8 @@
-"""The emulator's stand-in for the model: a crossfade from the first frame to the last, encoded as
-the service encodes its output (MP4, H.264, 30 fps; wan2.7 adds an audio track)."""
+"""The emulator's stand-in for the model: a camera move from the first keyframe to the last (the
+camera tilts down a tall picture made of the two, the first above the last), encoded as the service
+encodes its output (MP4, H.264, 30 fps; wan2.7 adds an audio track). It is the emulator's rendering,
+not the model's: real motion a clean shot's checks pass, and each failure the model is reported to
+make, on demand and at a severity, for the checks and retakes that exist to catch it."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import io
 import math
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import av
 import numpy as np
@@ -15,12 +18,58 @@ from PIL import Image, ImageOps
 
 FPS = 30
 AUDIO_RATE = 48_000
+# What the emulator can get wrong on purpose (``inject(op="render", action=...)``).
+DEFECTS = ("dissolve", "cut", "late_morph", "flicker", "colour_drift", "revert", "miss_last_frame", "freeze", "black")
 
 
 def _fit(data: bytes, width: int, height: int) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as image:
         rgb = ImageOps.fit(image.convert("RGB"), (width, height), method=Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def _smooth(t: float) -> float:
+    t = min(max(t, 0.0), 1.0)
+    return t * t * (3 - 2 * t)  # smoothstep: ease in and out
+
+
+def camera_path(defect: Optional[str], severity: float) -> Callable[[float], float]:
+    """Where the camera is at time ``t`` (0..1): 0 on the first keyframe, 1 on the last."""
+    if defect == "cut":  # the camera jumps forward mid-shot, by half the way at full severity
+        jump = 0.5 * severity
+        return lambda t: _smooth(t) * (1 - jump) + (jump if t >= 0.5 else 0.0)
+    if defect == "freeze":  # stops from 20 % to 80 %, then moves on (faster) to the last keyframe
+        held = _smooth(0.2)
+        return lambda t: _smooth(t) if t < 0.2 else held if t < 0.8 else held + (1 - held) * _smooth((t - 0.8) / 0.2)
+    if defect == "revert":  # out, back toward the first keyframe, then on to the last late
+        return lambda t: 0.9 * severity * math.sin(math.pi * t / 0.7) if t < 0.7 else _smooth((t - 0.7) / 0.3)
+    if defect == "miss_last_frame":  # stops short of the last keyframe
+        return lambda t: _smooth(t) * (1 - 0.6 * severity)
+    if defect == "late_morph":  # heads back up, away from the last keyframe, until the morph at the end
+        return lambda t: -0.3 * severity * _smooth(t / 0.85) if t < 0.85 else 0.0
+    return _smooth
+
+
+def spoiled(pixels: np.ndarray, defect: Optional[str], severity: float, index: int, frames: int, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Frame ``index`` of ``frames`` (float RGB, the camera's view) with what ``defect`` does to its
+    pixels; ``start`` and ``end`` are the keyframes as the video shows them."""
+    t = index / max(frames - 1, 1)
+    if defect == "dissolve":
+        fade = start + (end.astype(np.float32) - start) * _smooth(t)
+        pixels = (1 - severity) * pixels + severity * fade
+    elif defect == "late_morph":
+        morph = max(2, round(0.15 * frames * (1 - severity) + 2))  # frames the morph takes: fewer, worse
+        if index >= frames - morph:
+            mix = (index - (frames - morph) + 1) / morph
+            pixels = (1 - mix) * pixels + mix * end
+    elif defect == "flicker":
+        pixels = pixels * (1 + 0.1 * severity * (1 if index % 2 else -1))
+    elif defect == "colour_drift":
+        cast = 50.0 * severity * t
+        pixels = pixels + np.array([-cast, -0.3 * cast, cast], dtype=np.float32)
+    elif defect == "black" and index >= 0.4 * frames:
+        pixels = np.zeros_like(pixels)
+    return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
 def render_transition(
@@ -34,33 +83,33 @@ def render_transition(
     fps: int = FPS,
     audio: bool = False,
     defect: Optional[str] = None,
+    severity: float = 1.0,
 ) -> Path:
-    """Write an MP4 of ``seconds`` at ``fps`` to ``path``: ``first`` dissolving into ``last``.
+    """Write an MP4 of ``seconds`` at ``fps`` to ``path``: the camera moving from ``first`` to ``last``.
 
-    ``defect`` renders a bad take on purpose: ``miss_last_frame`` dissolves into the last frame's
-    negative instead of the last frame, ``freeze`` holds one frame from 20 % to 80 % of the video,
-    ``black`` turns black from 40 % on.
+    ``defect`` renders a bad take on purpose, ``severity`` (0-1] how badly: ``dissolve`` mixes in a
+    cross-fade, ``cut`` jumps mid-shot, ``late_morph`` heads elsewhere and morphs into the last
+    keyframe in the last frames, ``flicker`` pumps the brightness, ``colour_drift`` grows a colour
+    cast toward the end, ``revert`` goes out and back before moving on, ``miss_last_frame`` stops
+    short of the last keyframe, ``freeze`` stops the camera from 20 % to 80 %, ``black`` turns black
+    from 40 % on.
     """
     start = _fit(first, width, height)
-    end = _fit(last, width, height) if last else start[:, ::-1].copy()
-    if defect == "miss_last_frame":
-        end = 255 - end
-    delta = end.astype(np.int16) - start.astype(np.int16)
+    end = _fit(last, width, height) if last else start[::-1].copy()
+    # The tall picture the camera tilts down: the first keyframe above the last, and (for a path
+    # that heads away from the last) the first mirrored above it.
+    canvas = np.concatenate([start[::-1], start, end]).astype(np.int16)
     frames = seconds * fps
+    path_at = camera_path(defect, severity)
     tmp = path.with_suffix(".partial")
     with av.open(str(tmp), "w", format="mp4") as container:
         video = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "26"})
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         sound = container.add_stream("aac", rate=AUDIO_RATE, layout="mono") if audio else None
         for index in range(frames):
-            shown = index
-            if defect == "freeze" and 0.2 * frames <= index < 0.8 * frames:
-                shown = int(0.2 * frames)
-            t = shown / max(frames - 1, 1)
-            eased = t * t * (3 - 2 * t)  # smoothstep: ease in and out
-            pixels = (start + (delta * eased).astype(np.int16)).astype(np.uint8)
-            if defect == "black" and index >= 0.4 * frames:
-                pixels = np.zeros_like(pixels)
+            t = index / max(frames - 1, 1)
+            top = height + round(path_at(t) * height)
+            pixels = spoiled(canvas[top : top + height].astype(np.float32), defect, severity, index, frames, start, end)
             frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             frame.pts = index
             frame.time_base = Fraction(1, fps)

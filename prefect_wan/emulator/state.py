@@ -231,7 +231,8 @@ class EmulatorState:
         seconds = task.params["duration"]
         fault = self.faults.take("render", task.task_id)
         defect = fault.action if fault is not None else None
-        shape = f"{width}x{height}x{seconds}x{self.config.fps}x{audio}x{defect or ''}"
+        severity = fault.severity if fault is not None else 1.0
+        shape = f"{width}x{height}x{seconds}x{self.config.fps}x{audio}x{defect or ''}x{severity}"
         digest = hashlib.sha256(b"|".join([task.first, task.last or b"", shape.encode()])).hexdigest()[:32]
         cached = self._renders.get(digest)
         if cached is not None and not (cached.done() and cached.exception()):
@@ -248,6 +249,7 @@ class EmulatorState:
             fps=self.config.fps,
             audio=audio,
             defect=defect,
+            severity=severity,
         )
         self._renders[digest] = future
         return future

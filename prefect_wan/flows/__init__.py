@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prefect_wan.flows.batch import BatchFailedError, keyframes_batch
+    from prefect_wan.flows.drafts import Review
     from prefect_wan.flows.keyframes import keyframes_to_video
     from prefect_wan.flows.manifest import ManifestError, load_manifest
     from prefect_wan.flows.models import ArchivedVideo, BatchResult, GenerationOptions, KeyframePair, PairFailure
     from prefect_wan.flows.quality import QualityGate
     from prefect_wan.flows.storyboard import ArchivedStoryboard, StoryboardFailedError, keyframes_storyboard
+    from prefect_wan.media.shots import ShotThresholds
 
 _WHERE = {
     "BatchFailedError": "batch",
@@ -29,6 +31,8 @@ _WHERE = {
     "KeyframePair": "models",
     "PairFailure": "models",
     "QualityGate": "quality",
+    "Review": "drafts",
+    "ShotThresholds": "quality",
     "ArchivedStoryboard": "storyboard",
     "StoryboardFailedError": "storyboard",
     "keyframes_storyboard": "storyboard",
@@ -44,6 +48,8 @@ __all__ = [
     "ManifestError",
     "PairFailure",
     "QualityGate",
+    "Review",
+    "ShotThresholds",
     "StoryboardFailedError",
     "keyframes_batch",
     "keyframes_storyboard",

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from typing import Optional, Sequence
 
 from PIL import Image
+
+from prefect_wan.media.chart import with_chart
 
 GAP = 4
 
 
-def contact_sheet(thumbs: Sequence[Image.Image]) -> bytes:
-    """The thumbnails (of one height, from ``scan_video``) laid side by side, as PNG bytes."""
+def contact_sheet(thumbs: Sequence[Image.Image], chart: Optional[Image.Image] = None) -> bytes:
+    """The thumbnails (of one height, from ``scan_video``) laid side by side, as PNG bytes; with the
+    shot's motion profile ``chart`` below them when given."""
     if not thumbs:
         raise ValueError("no frame could be decoded for a poster")
     height = thumbs[0].height
@@ -21,5 +24,5 @@ def contact_sheet(thumbs: Sequence[Image.Image]) -> bytes:
         sheet.paste(thumb, (x, 0))
         x += thumb.width + GAP
     out = io.BytesIO()
-    sheet.save(out, format="PNG")
+    with_chart(sheet, chart).save(out, format="PNG")
     return out.getvalue()

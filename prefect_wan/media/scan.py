@@ -67,6 +67,9 @@ def scan_video(
             expected = stream.frames or round(float(container.duration or 0) / av.time_base * (fps or 30))
             wanted = sorted({i for i in poster_at(expected, fps) if i >= 0})
             keep_last = -1 in poster_at(expected, fps)
+            for observer in observers:
+                if (start := getattr(observer, "start", None)) is not None:
+                    start(stream.width, stream.height, fps or 30.0)  # the size and rate, before the first frame
             thumbs: dict[int, Image.Image] = {}
             index, last = -1, None
             for index, frame in enumerate(container.decode(stream)):

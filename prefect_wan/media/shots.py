@@ -1,45 +1,51 @@
-"""Shot checks: does a video start on its first keyframe and end on its last, does it stay out of
-black, does it move, and is it as long and as large as asked?
+"""Shot checks: does a video start on its first keyframe and reach its last, does it move between
+them as a shot (not a dissolve, a cut, a revert), without flicker, a colour cast, black or a freeze,
+and is it as long and as large as asked?
 
-The measures come from the scan's one decode (``ShotObserver`` sees every frame); the keyframes
-are compared with scikit-image's SSIM, on luma, after being fitted to the video's size as the
-output-size rule does (centred crop to the video's aspect, then resized: the emulator's fit; how
-the real model fits a frame of another aspect is UNCONFIRMED). The keyframes are fitted from the
-predicted size while the video downloads (``FittedKeyframes``), so their decoding is off the
-archive step's path.
+Every check reads the shot's ``MotionProfile`` (``prefect_wan.media.profile``), measured in the
+scan's one decode; ``assess`` is a pure function of the profile, the probe and the request, so a
+threshold applied again to a stored profile gives exactly what a fresh decode gives. The keyframes
+are fitted to the video's size as the output-size rule does (centred crop to the video's aspect,
+then resized: the emulator's fit; how the real model fits a frame of another aspect is
+UNCONFIRMED), from the predicted size while the video downloads (``FittedKeyframes``).
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
-import av
 import numpy as np
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field
 
-from prefect_wan.archive.record import RequestRecord, ShotCheck, ShotChecks, VideoProbe
+from prefect_wan.archive.record import MotionProfile, RequestRecord, ShotCheck, ShotChecks, VideoProbe
+from prefect_wan.media.profile import ProfileObserver, lab_of_image, profile_size, reduce_image
 
-# Frames are compared on luma at this longest side: SSIM's verdict on "is this the keyframe" needs
-# neither colour nor full resolution (a 720P frame in colour cost 40 times as much).
-COMPARE_SIDE = 160
-# Frames are watched for black and for motion on this grid of luma samples (columns, rows).
-WATCH_SIZE = (64, 36)
-# Pixel formats whose first plane is the luma, at full size, one byte a sample.
-_LUMA_FIRST = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21")
-_FULL_RANGE = 2  # AVCOL_RANGE_JPEG
+# Where in a shot the transition checks look: its middle (the keyframes hold its ends).
+MIDDLE = (0.15, 0.85)
+# Frames each side a frame's change is read against (PySceneDetect's AdaptiveDetector: window_width 2).
+CUT_WINDOW = 2
 
 
 class ShotThresholds(BaseModel):
-    """Where each check draws its line. Calibrated on the emulator's renders (tests/test_shots.py);
-    UNCONFIRMED for the real model: set them from your own shots."""
+    """Where each check draws its line. Calibrated on ``bench/shots.py``'s corpus and the emulator's
+    renders; UNCONFIRMED for the real model: set them from your own shots (per model, if need be)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     first_frame: float = Field(default=0.75, ge=-1, le=1, description="Least SSIM of the video's first frame to the first keyframe.")
-    last_frame: float = Field(default=0.75, ge=-1, le=1, description="Least SSIM of the video's last frame to the last keyframe.")
+    end_window: float = Field(default=0.75, ge=-1, le=1, description="Least best-SSIM to the last keyframe over the video's last 0.2 s.")
+    dissolve: float = Field(default=0.15, ge=0, le=1, description="Most share of the middle frames that are a mix of the two keyframes.")
+    blend_residual: float = Field(default=0.35, ge=0, description="A frame this close to a mix of the keyframes (relative to their difference) is one.")
+    cut: float = Field(default=3.0, ge=0, description="Most ratio of a frame's change to the frames' around it (PySceneDetect's adaptive threshold).")
+    cut_content: float = Field(default=15.0, ge=0, description="A frame whose change (PySceneDetect's content score) is below this is no cut.")
+    flicker: float = Field(default=1.0, ge=0, description="Most frame-to-frame pumping of the mean luma (its typical second difference, 0-255).")
+    motion: float = Field(default=0.1, ge=0, le=1, description="Least share of sample pairs that move (VBench's dynamic degree).")
+    moving_flow: float = Field(default=3 / 256, ge=0, description="A pair moves when its top-5 % flow exceeds this share of the frame's short side.")
+    colour: float = Field(default=10.0, ge=0, description="Most colour difference (CIE76) of a frame from the keyframe whose picture it matches.")
+    revert: float = Field(default=0.3, ge=0, le=2, description="Most rise of the likeness to the first keyframe after its low point.")
     black: float = Field(default=0.5, ge=0, description="Most seconds of black frames.")
     frozen: float = Field(default=2.0, ge=0, description="Most seconds of the longest stretch of near-identical frames.")
     duration: float = Field(default=0.5, ge=0, description="Most seconds the video's length may differ from the request's.")
@@ -47,32 +53,30 @@ class ShotThresholds(BaseModel):
     still_difference: float = Field(default=0.2, ge=0, description="Consecutive frames whose mean absolute difference (0-255) is below this are identical.")
 
 
-def compare_size(width: int, height: int) -> tuple[int, int]:
-    scale = COMPARE_SIDE / max(width, height)
-    return max(8, round(width * scale)), max(8, round(height * scale))
-
-
-def fitted(image_bytes: bytes, width: int, height: int) -> np.ndarray:
-    """A keyframe as a ``width`` x ``height`` video shows it, in luma at the compare size."""
+def fitted_rgb(image_bytes: bytes, width: int, height: int) -> np.ndarray:
+    """A keyframe as a ``width`` x ``height`` video shows it, at the profile's size, in RGB."""
     with Image.open(io.BytesIO(image_bytes)) as image:
-        # Cropped to the video's aspect and scaled once, straight to the compare size (the
-        # video's frames are scaled to it too).
-        fit = ImageOps.fit(image.convert("L"), compare_size(width, height), method=Image.Resampling.BILINEAR)
+        # Cropped to the video's aspect and scaled once, straight to the profile size.
+        fit = ImageOps.fit(image.convert("RGB"), profile_size(width, height), method=Image.Resampling.BILINEAR)
     return np.asarray(fit, dtype=np.uint8)
 
 
 @dataclass(frozen=True)
 class FittedKeyframes:
-    """The first and last keyframe fitted for videos of one compare size (None: not given)."""
+    """The first and last keyframe fitted for videos of one profile size (None: not given)."""
 
     size: tuple[int, int]
     first: Optional[np.ndarray]
     last: Optional[np.ndarray]
+    first_colour: Optional[tuple[float, float, float]]
+    last_colour: Optional[tuple[float, float, float]]
 
     @classmethod
     def of(cls, keyframes: tuple[Optional[bytes], Optional[bytes]], width: int, height: int) -> FittedKeyframes:
-        first, last = (fitted(frame, width, height) if frame is not None else None for frame in keyframes)
-        return cls(compare_size(width, height), first, last)
+        rgb = [fitted_rgb(frame, width, height) if frame is not None else None for frame in keyframes]
+        luma = [reduce_image(image) if image is not None else None for image in rgb]
+        colours = [lab_of_image(image) if image is not None else None for image in rgb]
+        return cls(profile_size(width, height), luma[0], luma[1], colours[0], colours[1])
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -84,91 +88,112 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a, b, data_range=255))
 
 
-def watched_luma(frame: av.VideoFrame) -> np.ndarray:
-    """The frame's luma (0-255, full range) sampled on the watch grid.
+class ShotObserver(ProfileObserver):
+    """The profile observer of one video, with its keyframes fitted to the size the decode finds
+    (the ones fitted ahead from the predicted size, when it is that size)."""
 
-    Read straight from the decoder's luma plane, a sample at the centre of each grid cell: a
-    software rescale of the whole frame (``to_ndarray(width=, height=)``) cost 0.8 ms a 720P frame,
-    this 4 us. A frozen picture decodes to the same samples (the encoder copies its blocks), so
-    its frames differ by nothing."""
-    if frame.format.name not in _LUMA_FIRST:
-        return frame.to_ndarray(format="gray", width=WATCH_SIZE[0], height=WATCH_SIZE[1]).astype(np.float32)
-    plane = frame.planes[0]
-    luma = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)[: frame.height, : frame.width]
-    columns, rows = WATCH_SIZE
-    step_y, step_x = max(1, frame.height // rows), max(1, frame.width // columns)
-    samples = luma[step_y // 2 :: step_y, step_x // 2 :: step_x][:rows, :columns].astype(np.float32)
-    if frame.color_range == _FULL_RANGE or frame.format.name.startswith("yuvj"):
-        return samples
-    # Limited ("TV") range: black is 16 and white 235.
-    return np.clip((samples - 16.0) * (255.0 / 219.0), 0.0, 255.0)
+    def __init__(self, keyframes: tuple[Optional[bytes], Optional[bytes]] = (None, None), fitted: Optional[FittedKeyframes] = None) -> None:
+        super().__init__()
+        self.keyframes, self.fitted = keyframes, fitted
+
+    def start(self, width: int, height: int, fps: float) -> None:
+        fitted = self.fitted
+        if self.keyframes != (None, None) and (fitted is None or fitted.size != profile_size(width, height)):
+            fitted = FittedKeyframes.of(self.keyframes, width, height)
+        if fitted is not None:
+            self.first_key, self.last_key, self.key_colours = fitted.first, fitted.last, (fitted.first_colour, fitted.last_colour)
+        super().start(width, height, fps)
 
 
-class ShotObserver:
-    """Watches every decoded frame: keeps the first and last (for the keyframe checks), counts black
-    frames and the longest run of near-identical ones."""
-
-    def __init__(self, thresholds: ShotThresholds) -> None:
-        self.thresholds = thresholds
-        self.first: Optional[np.ndarray] = None
-        self._last: Optional[av.VideoFrame] = None
-        self._previous: Optional[np.ndarray] = None
-        self.black_frames = 0
-        self._still_run = 0
-        self.longest_still = 0  # frames that repeat the one before, in the longest run
-
-    @staticmethod
-    def _luma(frame: av.VideoFrame) -> np.ndarray:
-        width, height = compare_size(frame.width, frame.height)
-        return frame.to_ndarray(format="gray", width=width, height=height)
-
-    def observe(self, index: int, frame: av.VideoFrame) -> None:
-        if index == 0:
-            self.first = self._luma(frame)
-        self._last = frame
-        small = watched_luma(frame)
-        if small.mean() < self.thresholds.black_luma:
-            self.black_frames += 1
-        if self._previous is not None and np.abs(small - self._previous).mean() < self.thresholds.still_difference:
-            self._still_run += 1
-            self.longest_still = max(self.longest_still, self._still_run)
-        else:
-            self._still_run = 0
-        self._previous = small
-
-    @property
-    def last(self) -> Optional[np.ndarray]:
-        return self._luma(self._last) if self._last is not None else None
+def _middle(values: list[Any]) -> range:
+    count = len(values)
+    return range(int(count * MIDDLE[0]), max(int(count * MIDDLE[0]) + 1, int(count * MIDDLE[1])))
 
 
-def check_shot(
-    observer: ShotObserver,
-    probe: VideoProbe,
-    request: RequestRecord,
-    keyframes: tuple[Optional[bytes], Optional[bytes]],
-    fitted_ahead: Optional[FittedKeyframes] = None,
-) -> ShotChecks:
-    """Every check's value, threshold and verdict. A keyframe not given is not checked.
-    ``fitted_ahead``: the keyframes fitted for the predicted size, used when the video has it."""
-    limits, fps = observer.thresholds, probe.fps or 30.0
-    references = fitted_ahead
-    if references is None or references.size != compare_size(probe.width, probe.height):
-        references = FittedKeyframes.of(keyframes, probe.width, probe.height)
+def _check(name: str, value: float, threshold: float, *, at_least: bool = False, frames: Optional[list[int]] = None) -> ShotCheck:
+    passed = value >= threshold if at_least else value <= threshold
+    return ShotCheck(name=name, value=round(value, 3), threshold=threshold, passed=passed, frames=[] if passed else (frames or [])[:20], at_least=at_least)
+
+
+def transition_checks(profile: MotionProfile, limits: ShotThresholds) -> list[ShotCheck]:
+    """The checks of what happens between the keyframes."""
     items: list[ShotCheck] = []
-    for name, frame, reference, threshold in (
-        ("first_frame", observer.first, references.first, limits.first_frame),
-        ("last_frame", observer.last, references.last, limits.last_frame),
-    ):
-        if frame is not None and reference is not None:
-            score = similarity(frame, reference)
-            items.append(ShotCheck(name=name, value=round(score, 4), threshold=threshold, passed=score >= threshold))
-    black = observer.black_frames / fps
-    items.append(ShotCheck(name="black", value=round(black, 3), threshold=limits.black, passed=black <= limits.black))
-    frozen = observer.longest_still / fps
-    items.append(ShotCheck(name="frozen", value=round(frozen, 3), threshold=limits.frozen, passed=frozen <= limits.frozen))
+    if profile.end_ssim:
+        best = max(profile.end_ssim)
+        items.append(_check("end_window", best, limits.end_window, at_least=True, frames=[profile.frames - 1]))
+    step = profile.sample_step
+    middle = [i for i in _middle(profile.blend) if i < min(len(profile.blend), len(profile.alpha), len(profile.between))]
+    if middle and all(profile.blend[i] is not None for i in middle):
+        # A mix, not either keyframe itself (a still) nor a picture made of both side by side (a slide).
+        mixed = [
+            i
+            for i in middle
+            if (profile.blend[i] or 0.0) < limits.blend_residual and 0.1 < (profile.alpha[i] or 0.0) < 0.9 and (profile.between[i] or 0.0) > 0.5
+        ]
+        items.append(_check("dissolve", len(mixed) / len(middle), limits.dissolve, frames=[i * step for i in mixed]))
+    if len(profile.content) > 2 * CUT_WINDOW + 1:
+        # PySceneDetect's adaptive reading: a frame's change against the mean of the frames around
+        # it, so a fast camera move (every frame changing) is no cut, and a jump (one frame) is.
+        content = np.array(profile.content)
+        ratios = np.zeros(len(content))
+        for i in range(CUT_WINDOW, len(content) - CUT_WINDOW):
+            around = np.concatenate([content[i - CUT_WINDOW : i], content[i + 1 : i + CUT_WINDOW + 1]])
+            if content[i] >= limits.cut_content:
+                ratios[i] = content[i] / max(float(around.mean()), 1e-3)
+        jump = int(np.argmax(ratios))
+        items.append(_check("cut", float(ratios[jump]), limits.cut, frames=[jump]))
+    if len(profile.luma) > 2:
+        luma = np.array(profile.luma)
+        pumping = np.abs(luma[1:-1] - (luma[:-2] + luma[2:]) / 2)
+        worst = [int(i) + 1 for i in np.argsort(pumping)[-5:]]
+        items.append(_check("flicker", float(np.percentile(pumping, 75)), limits.flicker, frames=sorted(worst)))
+    if profile.motion:
+        moving_at = limits.moving_flow * min(profile.size)
+        moving = sum(1 for m in profile.motion if m > moving_at) / len(profile.motion)
+        items.append(_check("motion", moving, limits.motion, at_least=True, frames=[]))
+    if profile.first_colour is not None and profile.last_colour is not None and profile.colour_l:
+        # A cast, not a change of content: a frame that matches its keyframe's picture (the first
+        # frame, the end) should match its colour too. Luma alone misses a hue cast.
+        seen = np.stack([profile.colour_l, profile.colour_a, profile.colour_b], axis=1)
+        drifts: list[tuple[int, float]] = []
+        if profile.first_ssim is not None and profile.first_ssim >= limits.first_frame:
+            drifts.append((0, float(np.linalg.norm(seen[0] - np.array(profile.first_colour)))))
+        if profile.end_colour is not None and profile.end_ssim and max(profile.end_ssim) >= limits.end_window:
+            drifts.append((profile.frames - 1, float(np.linalg.norm(np.array(profile.end_colour) - np.array(profile.last_colour)))))
+        if drifts:
+            at, drift = max(drifts, key=lambda d: d[1])
+            items.append(_check("colour", drift, limits.colour, frames=[at]))
+    if len(profile.to_first) > 2:
+        # Back toward the first keyframe after getting away from it: closer to it again than the
+        # shot's low point, beyond what the last keyframe's own likeness to it explains. Read on
+        # the shot before its last part (the end belongs to the last keyframe).
+        curve = np.array(profile.to_first)
+        body = curve[: max(2, int(len(curve) * MIDDLE[1]))]
+        floor = np.maximum(np.minimum.accumulate(body), curve[-1])
+        rebound = np.clip(body - floor, 0.0, None)
+        back = int(np.argmax(rebound))
+        items.append(_check("revert", float(rebound[back]), limits.revert, frames=[back * step]))
+    return items
+
+
+def assess(profile: MotionProfile, probe: VideoProbe, request: RequestRecord, limits: ShotThresholds) -> ShotChecks:
+    """Every check's value, threshold and verdict, from the profile (a keyframe not given is not checked)."""
+    fps = profile.fps or probe.fps or 30.0
+    items: list[ShotCheck] = []
+    if profile.first_ssim is not None:
+        items.append(_check("first_frame", profile.first_ssim, limits.first_frame, at_least=True, frames=[0]))
+    items += transition_checks(profile, limits)
+    black = [i for i, luma in enumerate(profile.luma) if luma < limits.black_luma]
+    items.append(_check("black", len(black) / fps, limits.black, frames=black))
+    longest, run, end = 0, 0, 0
+    for i, difference in enumerate(profile.difference):
+        run = run + 1 if difference < limits.still_difference else 0
+        if run > longest:
+            longest, end = run, i + 1
+    items.append(_check("frozen", longest / fps, limits.frozen, frames=list(range(end - longest, end + 1, max(1, longest // 10))) if longest else []))
     if request.duration is not None and request.duration > 0:
         off = abs(probe.duration_seconds - request.duration)
-        items.append(ShotCheck(name="duration", value=round(off, 3), threshold=limits.duration, passed=off <= limits.duration))
+        items.append(_check("duration", off, limits.duration))
     if request.predicted_size:
         same = (probe.width, probe.height) == tuple(request.predicted_size)
         size = f"{probe.width}x{probe.height}"

@@ -19,9 +19,10 @@ from prefect_wan.archive.store import StagedVideo, archive_stem, download_video,
 from prefect_wan.client.catalog import lookup_model
 from prefect_wan.client.images import redact_url
 from prefect_wan.client.results import SubmittedTask, VideoResult
+from prefect_wan.media.chart import chart_for
 from prefect_wan.media.poster import contact_sheet
 from prefect_wan.media.scan import scan_video
-from prefect_wan.media.shots import FittedKeyframes, ShotObserver, ShotThresholds, check_shot
+from prefect_wan.media.shots import FittedKeyframes, ShotObserver, ShotThresholds, assess
 from prefect_wan.spend.pricing import estimate_cost
 from prefect_wan.tasks.caching import retry_if_transient
 from prefect_wan.tasks.naming import run_name
@@ -90,11 +91,12 @@ async def archive_video(
             async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT) as http:
                 video = await download_video(result.video_url, Path(spool) / "video.mp4", http=http, mirror=staged.mirror)
             await staged.received(video)
-            shot = ShotObserver(thresholds or ShotThresholds())
+            fitted = await fitting if fitting is not None else None
+            shot = ShotObserver(keyframes or (None, None), fitted)
             scan = await asyncio.to_thread(scan_video, video.path, observers=[shot])
             probe = scan.probe
-            fitted = await fitting if fitting is not None else None
-            checks = await asyncio.to_thread(check_shot, shot, probe, request, keyframes or (None, None), fitted)
+            profile = await asyncio.to_thread(shot.profile)
+            checks = assess(profile, probe, request, thresholds or ShotThresholds())
             family = spec.family if spec else None
             expected_audio = bool(family and family.has_audio and (request.audio is not False))
             warnings = _warnings(probe, expected_audio, checks)
@@ -123,9 +125,10 @@ async def archive_video(
                 probe=probe,
                 warnings=warnings,
                 checks=checks,
+                profile=profile,
             )
 
-            poster = await asyncio.to_thread(contact_sheet, scan.thumbs)
+            poster = await asyncio.to_thread(contact_sheet, scan.thumbs, chart_for(scan.thumbs, profile, checks))
             record = await staged.complete(record, poster)
         except BaseException:
             _drop(fitting)
