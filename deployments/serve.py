@@ -1,5 +1,6 @@
 """Serve the deployments of ``prefect.yaml`` from this process, no work pool needed:
-``python deployments/serve.py``.
+``python deployments/serve.py`` (from the repository root or from ``deployments/``;
+``--list`` prints what it would serve and exits).
 
 Built from ``prefect.yaml`` itself, so the two never drift apart: the nightly batch (cron and time
 zone, the run concurrency limit) and the pair flow started by ``keyframes.pair.ready`` events.
@@ -10,15 +11,21 @@ locations in place of the ``s3://my-media`` placeholders.
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 from prefect import serve
-from prefect.client.schemas.schedules import CronSchedule
 from prefect.events import DeploymentEventTrigger
+from prefect.schedules import Cron
 
 PREFECT_YAML = Path(__file__).with_name("prefect.yaml")
+# Entrypoints are paths from the repository root (as `prefect deploy` reads them): importable
+# however this script was started.
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 
 def _flow(entrypoint: str) -> Any:
@@ -35,7 +42,8 @@ def build_deployments() -> list:
     """One ``RunnerDeployment`` per entry of ``prefect.yaml``."""
     deployments = []
     for spec in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]:
-        schedules = [CronSchedule(cron=s["cron"], timezone=s.get("timezone")) for s in spec.get("schedules", [])]
+        # The slug `prefect deploy` gave each schedule: without it, serving after a deploy is refused (HTTP 422).
+        schedules = [Cron(s["cron"], timezone=s.get("timezone"), slug=s.get("slug")) for s in spec.get("schedules", [])]
         deployments.append(
             _flow(spec["entrypoint"]).to_deployment(
                 name=spec["name"],
@@ -51,4 +59,8 @@ def build_deployments() -> list:
 
 
 if __name__ == "__main__":
-    serve(*build_deployments())
+    built = build_deployments()
+    if "--list" in sys.argv[1:]:
+        print("\n".join(f"{d.flow_name}/{d.name}" for d in built))
+    else:
+        serve(*built)

@@ -89,6 +89,30 @@ def test_deploying_prefect_yaml_gives_scheduled_runs(scheduling_server):
     assert runs and all(run["state_type"] == "SCHEDULED" for run in runs), log[-3000:]
     assert all(run["expected_start_time"][11:16] == "18:00" for run in runs)  # 02:00 in Singapore
 
+    # serve.py after `prefect deploy` of the same prefect.yaml, on the same server: taken, not refused (422).
+    log_path = server_log.parent / "serve.log"
+    with log_path.open("wb") as log:
+        serving = subprocess.Popen([sys.executable, "deployments/serve.py"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 90
+            while "being served" not in log_path.read_text() and serving.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert serving.poll() is None and "being served" in log_path.read_text(), log_path.read_text()[-3000:]
+        finally:
+            stop_process(serving)
+    assert "422" not in log_path.read_text() and "slug" not in log_path.read_text()
+    deployments = httpx.post(f"{api}/deployments/filter", json={}).raise_for_status().json()
+    nightly = next(d for d in deployments if d["name"] == "nightly-keyframes")
+    assert [s["slug"] for s in nightly["schedules"]] == ["nightly"]
+
+
+@pytest.mark.parametrize("where", [".", "deployments"])
+def test_serve_py_starts_from_the_root_and_from_its_folder(where):
+    script = "deployments/serve.py" if where == "." else "serve.py"
+    done = subprocess.run([sys.executable, script, "--list"], cwd=ROOT / where, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["keyframes-batch/nightly-keyframes", "keyframes-to-video/keyframes-pair", "storyboard-published/storyboard-published"]
+
 
 def test_serve_builds_what_prefect_yaml_declares():
     sys.path.insert(0, str(ROOT / "deployments"))
@@ -104,8 +128,8 @@ def test_serve_builds_what_prefect_yaml_declares():
         assert deployment.parameters == spec.get("parameters", {})
         assert set(deployment.tags) == set(spec.get("tags", []))
         assert deployment.description == spec.get("description")
-        crons = [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules or []]
-        assert crons == [(s["cron"], s.get("timezone")) for s in spec.get("schedules", [])]
+        crons = [(s.schedule.cron, s.schedule.timezone, s.slug) for s in deployment.schedules or []]
+        assert crons == [(s["cron"], s.get("timezone"), s.get("slug")) for s in spec.get("schedules", [])]
         limit = deployment.concurrency_limit
         assert (getattr(limit, "limit", limit)) == spec.get("concurrency_limit")
         assert [t.expect for t in deployment.triggers] == [set(t["expect"]) for t in spec.get("triggers", [])]

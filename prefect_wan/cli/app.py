@@ -117,9 +117,9 @@ def batch(
                     typer.echo(f"batch: {error}", err=True)
                     return EXIT_FAILED
                 result = error.result
-                for failure in result.failures:  # one line each; the tracebacks are in Prefect's logs
-                    first_line = failure.message.splitlines()[0] if failure.message else ""
-                    typer.echo(f"{failure.label}: failed: {failure.code or failure.error}: {first_line}", err=True)
+                for failure in result.failures:  # one line each, the whole reason; the tracebacks are in Prefect's logs
+                    reason = "; ".join(line.strip(" -") for line in failure.message.splitlines() if line.strip(" -")) if failure.message else ""
+                    typer.echo(f"{failure.label}: failed: {failure.code or failure.error}: {reason}", err=True)
             for video in result.videos:
                 typer.echo(f"{video.label}: {video.video_url}" + (" (already archived)" if video.reused else ""))
             for skipped in result.skipped:
@@ -427,6 +427,9 @@ def emulator(
     pending_seconds: float = typer.Option(1.0, help="Least time a task waits PENDING."),
     running_seconds: float = typer.Option(3.0, help="Time a task spends RUNNING."),
     submit_rps: Optional[float] = typer.Option(None, help="Submissions per second (default: the model's)."),
+    save_block: Optional[str] = typer.Option(
+        None, "--save-block", help="Save its credentials as a WanCredentials block of this name on the Prefect server (PREFECT_API_URL) first."
+    ),
 ) -> None:
     """Serve the DashScope emulator until interrupted."""
     from prefect_wan.emulator import EmulatorConfig, serve_forever
@@ -439,6 +442,18 @@ def emulator(
     )
     if api_key:
         config = config.model_copy(update={"api_keys": [api_key]})
+    if save_block:
+        from prefect.settings import PREFECT_API_URL
+        from pydantic import SecretStr
+
+        from prefect_wan.blocks import WanCredentials
+
+        if not PREFECT_API_URL.value():
+            typer.echo("--save-block: no Prefect server configured (PREFECT_API_URL): the deployments' server is where the block goes", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
+        block = WanCredentials(api_key=SecretStr(config.api_keys[0]), region=region.value, base_url=f"http://{host}:{port}")
+        block.save(save_block, overwrite=True)
+        typer.echo(f"Saved the emulator's credentials as the WanCredentials block {save_block!r} on {PREFECT_API_URL.value()}")
     typer.echo(f"DashScope emulator ({region.value}) at http://{host}:{port}")
     typer.echo(f"API key: {config.api_keys[0]}")
     typer.echo(f"Use: WanCredentials(base_url='http://{host}:{port}', api_key='{config.api_keys[0]}', region='{region.value}')")

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Coroutine, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Coroutine, Iterator, Optional, TypeVar, Union
 
 from rich.console import Console
 
@@ -173,6 +173,26 @@ async def with_progress(flow_call: Awaitable[T], *, review: bool = False) -> T:
                 await display
 
 
+@contextlib.contextmanager
+def _where_to_watch(console: Console) -> Iterator[None]:
+    """With a Prefect server of the user's configured, the first run's name and UI link, in one line."""
+    from prefect.settings import PREFECT_API_URL
+
+    from prefect_wan.cli.server import started_here
+    from prefect_wan.flows.started import telling_starts
+
+    told: list[str] = []
+
+    def tell(name: str, url: Optional[str]) -> None:
+        if told or not PREFECT_API_URL.value() or started_here():
+            return  # once; a temporary server of this command has nobody looking at its UI
+        told.append(name)
+        console.print(f"Run {name}" + (f": {url}" if url else f" on {PREFECT_API_URL.value()}"), highlight=False, soft_wrap=True)
+
+    with telling_starts(tell):
+        yield
+
+
 def run(
     coroutine: Coroutine[Any, Any, int],
     check: Optional[Coroutine[Any, Any, object]] = None,
@@ -209,6 +229,7 @@ def run(
                     from prefect_wan.cli.server import temporary_server
 
                     stack.enter_context(temporary_server())  # every refusal has passed: it starts while the run imports and prepares
+                    stack.enter_context(_where_to_watch(console))
                 if not (watch or quiet):
                     stack.enter_context(console.status("Generating... (tasks take 1-5 minutes on the real service; --verbose shows Prefect's logs)"))
                 result = asyncio.run(coroutine)

@@ -29,6 +29,7 @@ from prefect_wan.client.errors import (
 )
 from prefect_wan.client.outage import ServiceOutageError, outage_watch
 from prefect_wan.client.results import SubmittedTask, VideoResult
+from prefect_wan.flows.lineage import report_materialized
 from prefect_wan.flows.models import ArchivedVideo, KeyframePair
 from prefect_wan.flows.prepared import PreparedPair
 from prefect_wan.flows.quality import QualityGate, score
@@ -192,6 +193,14 @@ class PairRun:
             raise
         progress.advance("done")
         await report_archived(video)
+        if not video.reused:  # materialized by this run (a reused video was reported when it was made)
+            record = video.record
+            report_materialized(
+                video.video_url,
+                name=video.label,
+                upstream=[record.request.first_frame.source, record.request.last_frame.source if record.request.last_frame else None],
+                payload={"fingerprint": video.fingerprint, "task_id": video.task_id, "checks": record.checks.summary() if record.checks else None},
+            )
         return video
 
     async def _take(self, pair: PreparedPair, progress: PairProgress) -> ArchivedVideo:

@@ -25,6 +25,7 @@ from prefect_wan.flows.parameters import RunParameters
 from prefect_wan.flows.pipeline import Capacity, PairRun
 from prefect_wan.flows.prepared import PreparedPair, take_handed_over
 from prefect_wan.flows.quality import QualityGate
+from prefect_wan.flows.started import run_started
 from prefect_wan.ledger.journal import COORDINATION_ENV
 from prefect_wan.media.shots import ShotThresholds
 from prefect_wan.signatures import expand_groups
@@ -85,6 +86,7 @@ class RunSetup:
     @classmethod
     async def resolve(cls, run: RunParameters, frame_storage_options: Optional[dict[str, Any]] = None) -> RunSetup:
         """``frame_storage_options``: fsspec options for reading fsspec-URL frames."""
+        run_started()
         budget = Budget.coerce(run.max_cost)
         return cls(
             credentials=await resolve_credentials(run.credentials),

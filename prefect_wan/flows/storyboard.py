@@ -18,6 +18,7 @@ from prefect_wan.archive.destination import ArchiveDestination
 from prefect_wan.archive.record import ArchivedFile, CostEstimate, SegmentRecord, StitchRecord, StoryboardRecord
 from prefect_wan.archive.store import Download, archive_stem, find_archived, publish, sha256_of, sidecar_name
 from prefect_wan.client.errors import WanError
+from prefect_wan.flows.lineage import report_materialized
 from prefect_wan.flows.models import ArchivedVideo
 from prefect_wan.flows.parameters import InFlightParameters, RunParameters
 from prefect_wan.flows.pipeline import PairProgress
@@ -182,6 +183,7 @@ async def keyframes_storyboard(
         resource={"prefect.resource.id": f"prefect_wan.storyboard.{fingerprint}", "prefect.resource.name": label},
         payload={"label": label, "fingerprint": fingerprint, "video_url": record.video.url, "segments": len(videos)},
     )
+    report_materialized(record.video.url, name=label, upstream=[v.video_url for v in videos], payload={"fingerprint": fingerprint, "segments": len(videos)})
     return await result(record, fingerprint, reused=False)
 
 
