@@ -258,19 +258,27 @@ async def ask(round_: DraftRound, review: Review, finals: dict[str, PreparedPair
         get_run_logger().warning("Review round %d timed out: %s", round_.number, review.on_timeout)
     else:
         assert answer is not None
-        decided = request.decisions(answer.model_dump())
+        decided = await _keep_answer(request, answer.model_dump())
         for label, (decision, prompt) in decided.items():
             round_.decisions[label] = decision
             if prompt:
                 round_.prompts[label] = prompt
-        await keep(
-            {
-                pending.drafts[label].fingerprint: KeptDecision(decision=decision, prompt=prompt, label=label, round=round_.number, run_id=request.run_id)
-                for label, (decision, prompt) in decided.items()
-            }
-        )
     if not answered:
         emit_event(ANSWERED_EVENT, resource=resource, payload={"round": round_.number, "decisions": {k: round_.decisions[k] for k in pending.drafts}})
+
+
+async def _keep_answer(request: ReviewRequest, answers: dict[str, Any]) -> dict[str, tuple[Decision, str]]:
+    """Keep each draft's decision in ``answers`` for later runs; the decisions, by label."""
+    decided = request.decisions(answers)
+    by_label = {d.label: d for d in request.drafts}
+    await keep(
+        {
+            by_label[label].fingerprint: KeptDecision(decision=decision, prompt=prompt, label=label, round=request.round, run_id=request.run_id)
+            for label, (decision, prompt) in decided.items()
+            if by_label[label].fingerprint
+        }
+    )
+    return decided
 
 
 def _open_round(state: Optional[State]) -> Optional[tuple[int, str]]:
@@ -367,15 +375,7 @@ async def answer_review(request: ReviewRequest, answers: dict[str, Any]) -> Answ
         if number != request.round:
             raise ReviewClosedError(f"round {request.round} of {request.run_name} is not open: round {number} is (prefect-wan review {request.run_name})")
         if (why := await gone(request.waiter, run_id, f"{base}-alive")) is not None:
-            decided = request.decisions(answers)
-            by_label = {d.label: d for d in request.drafts}
-            await keep(
-                {
-                    by_label[label].fingerprint: KeptDecision(decision=decision, prompt=prompt, label=label, round=request.round, run_id=request.run_id)
-                    for label, (decision, prompt) in decided.items()
-                    if by_label[label].fingerprint
-                }
-            )
+            await _keep_answer(request, answers)
             message = f"{why} while it waited for review round {request.round}: the answer is kept, and the run's re-run takes it without asking"
             await client.set_flow_run_state(run_id, Crashed(message=message), force=True)
             return "kept"
