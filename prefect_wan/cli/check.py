@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from prefect_wan.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
+if TYPE_CHECKING:  # imported where used: a refusal must not wait for OpenCV and scikit-image to import
+    from prefect_wan.media.shots import ShotThresholds
 
-def load_thresholds(path: Optional[str]) -> object:
+
+def load_thresholds(path: Optional[str]) -> ShotThresholds:
     """``ShotThresholds`` from a JSON or YAML file of its fields (defaults without one); exit 2 naming what is wrong."""
     from pydantic import ValidationError
 
@@ -36,11 +39,9 @@ def load_thresholds(path: Optional[str]) -> object:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
-def check_file(video: str, first: Optional[str], last: Optional[str], duration: Optional[float], thresholds: object, as_json: bool) -> int:
+def check_file(video: str, first: Optional[str], last: Optional[str], duration: Optional[float], thresholds: ShotThresholds, as_json: bool) -> int:
     from prefect_wan.media.check import VideoCheckError, check_video
-    from prefect_wan.media.shots import ShotThresholds
 
-    assert isinstance(thresholds, ShotThresholds)
     try:
         checks = check_video(video, first_frame=first, last_frame=last, duration=duration, thresholds=thresholds)
     except VideoCheckError as error:
@@ -57,14 +58,12 @@ def check_file(video: str, first: Optional[str], last: Optional[str], duration: 
     return EXIT_OK if checks.passed else EXIT_FAILED
 
 
-def check_archive(url: str, thresholds: object, as_json: bool) -> int:
+def check_archive(url: str, thresholds: ShotThresholds, as_json: bool) -> int:
     from prefect_wan.archive.destination import ArchiveDestination
     from prefect_wan.archive.errors import ArchiveDestinationError
     from prefect_wan.archive.listing import list_archive
     from prefect_wan.media.check import recheck
-    from prefect_wan.media.shots import ShotThresholds
 
-    assert isinstance(thresholds, ShotThresholds)
     try:
         entries, _unreadable = list_archive(ArchiveDestination.coerce(url))
     except ArchiveDestinationError as error:

@@ -85,20 +85,21 @@ def lab_of_image(rgb: np.ndarray) -> tuple[float, float, float]:
     return float(lab[0]), float(lab[1]), float(lab[2])
 
 
-def _plane(frame: av.VideoFrame, index: int, size: tuple[int, int]) -> np.ndarray:
-    """One plane of a planar YUV frame at ``size``, read in place (OpenCV's linear resize: no software
-    rescale of the whole frame)."""
-    import cv2
-
+def _plane_view(frame: av.VideoFrame, index: int) -> np.ndarray:
+    """One plane of a planar YUV frame as an array, read in place (no copy, no software rescale)."""
     plane = frame.planes[index]
     rows = frame.height if index == 0 else plane.height
     columns = frame.width if index == 0 else plane.width
-    data = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)[:rows, :columns]
-    return cv2.resize(data, size, interpolation=cv2.INTER_LINEAR)
+    return np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)[:rows, :columns]
 
 
 def _full_range(frame: av.VideoFrame) -> bool:
     return frame.color_range == _FULL_RANGE or frame.format.name.startswith("yuvj")
+
+
+def _luma_full_range(frame: av.VideoFrame, luma: Any) -> Any:
+    """Luma (an array or a number) on the full 0-255 range: limited ("TV") range puts black at 16 and white at 235."""
+    return luma if _full_range(frame) else np.clip((luma - 16.0) * (255.0 / 219.0), 0.0, 255.0)
 
 
 # Brightness, stillness and cuts read every frame on this grid of luma samples (columns, rows): a
@@ -112,24 +113,18 @@ def grid_luma(frame: av.VideoFrame) -> tuple[float, np.ndarray]:
     if frame.format.name not in _PLANAR:
         grid = frame.to_ndarray(format="gray", width=GRID[0], height=GRID[1]).astype(np.float32)
         return float(grid.mean()), grid
-    plane = frame.planes[0]
-    luma = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)[: frame.height, : frame.width]
     columns, rows = GRID
     step_y, step_x = max(1, frame.height // rows), max(1, frame.width // columns)
-    grid = luma[step_y // 2 :: step_y, step_x // 2 :: step_x][:rows, :columns].astype(np.float32)
-    mean = float(grid.mean())
-    if _full_range(frame):
-        return mean, grid
-    # Limited ("TV") range: black is 16 and white 235.
-    return min(max((mean - 16.0) * (255.0 / 219.0), 0.0), 255.0), np.clip((grid - 16.0) * (255.0 / 219.0), 0.0, 255.0)
+    grid = _plane_view(frame, 0)[step_y // 2 :: step_y, step_x // 2 :: step_x][:rows, :columns].astype(np.float32)
+    return float(_luma_full_range(frame, float(grid.mean()))), _luma_full_range(frame, grid)
 
 
 def frame_luma(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
     """The frame's luma at ``size`` (float32, 0-255 full range)."""
+    import cv2
+
     if frame.format.name in _PLANAR:
-        luma = _plane(frame, 0, size).astype(np.float32)
-        # Limited ("TV") range: black is 16 and white 235.
-        return luma if _full_range(frame) else np.clip((luma - 16.0) * (255.0 / 219.0), 0.0, 255.0)
+        return _luma_full_range(frame, cv2.resize(_plane_view(frame, 0), size, interpolation=cv2.INTER_LINEAR).astype(np.float32))
     return frame.to_ndarray(format="gray", width=size[0], height=size[1]).astype(np.float32)
 
 
@@ -138,12 +133,7 @@ def frame_colour(frame: av.VideoFrame, luma: np.ndarray) -> tuple[float, float, 
     import cv2
 
     if frame.format.name in _PLANAR:
-        chroma = []
-        for index in (1, 2):
-            plane = frame.planes[index]
-            data = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)[: plane.height, : plane.width]
-            chroma.append(float(data[::4, ::4].mean()))
-        cb, cr = chroma
+        cb, cr = (float(_plane_view(frame, index)[::4, ::4].mean()) for index in (1, 2))
         if not _full_range(frame):  # limited range chroma: 16-240 about 128
             cb, cr = (cb - 128.0) * 255.0 / 224.0 + 128.0, (cr - 128.0) * 255.0 / 224.0 + 128.0
         return float(luma.mean()), cb, cr
@@ -152,12 +142,10 @@ def frame_colour(frame: av.VideoFrame, luma: np.ndarray) -> tuple[float, float, 
     return float(mean[0]), float(mean[2]), float(mean[1])
 
 
-def reduce_image(image_rgb: np.ndarray, size: Optional[tuple[int, int]] = None) -> np.ndarray:
-    """A keyframe (RGB, fitted to the video's aspect) as the profile's luma, at ``size`` (its own by default)."""
+def reduce_image(image_rgb: np.ndarray) -> np.ndarray:
+    """A keyframe (RGB, fitted to the video's profile size) as the profile's luma."""
     import cv2
 
-    if size is not None and (image_rgb.shape[1], image_rgb.shape[0]) != size:
-        image_rgb = cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(image_rgb, cv2.COLOR_RGB2YCrCb)[:, :, 0].astype(np.float32)
 
 
