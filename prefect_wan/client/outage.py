@@ -53,6 +53,11 @@ class ServiceOutageError(DashScopeError):
         )
 
 
+def waiting(report: OutageReport, label: str) -> ServiceOutageError:
+    """``label`` was not sent, and waits for the service: the watch decides when its create goes."""
+    return ServiceOutageError(f"{label} not sent: {report.describe()}; the next create waits for the service", report=report, gave_up=False)
+
+
 @dataclass
 class OutageReport:
     """What is said of an outage, once: since when, what the service answered, how many creates it refused."""
@@ -136,7 +141,7 @@ class OutageWatch:
             return None
         return ServiceOutageError(f"not sent: {self.report.describe()}; gave up after {patience:g} s, nothing paid", report=self.report, gave_up=True)
 
-    def before_send(self) -> None:
+    def before_send(self, label: str) -> None:
         """``ServiceOutageError`` (nothing sent) when an outage began after this create was admitted
         and no probe is out: a pair already on its way does not add a create to the outage."""
         with self._lock:
@@ -144,7 +149,7 @@ class OutageWatch:
                 report = self.report
             else:
                 return
-        raise ServiceOutageError(f"not sent: {report.describe()}; the next create waits for the service", report=report, gave_up=False)
+        raise waiting(report, label)
 
     async def admit(self, patience: Optional[float] = None) -> bool:
         """Return when this caller may send a create: at once without an outage (False); during one,

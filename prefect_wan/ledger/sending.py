@@ -18,7 +18,7 @@ from typing import Optional, Union
 
 from prefect_wan.client.client import CreateCall, DashScopeClient, submitted_task
 from prefect_wan.client.errors import DashScopeError, NetworkError, ServerError, SubmissionOutcomeUnknownError, ThrottledError
-from prefect_wan.client.outage import ServiceOutageError, outage_watch
+from prefect_wan.client.outage import outage_watch, waiting
 from prefect_wan.client.preflight import PreparedRequest
 from prefect_wan.client.reconcile import Reconciliation, reconcile_lost_create
 from prefect_wan.client.results import SubmittedTask
@@ -99,7 +99,7 @@ class Submission:
             # The turn spans the intent, the send and, if the answer is lost, the reconciliation: no
             # other create of this process is then outstanding to muddle the task list we read.
             async with self.client.create_turn(self.prepared.spec.name):
-                self.outage.before_send()
+                self.outage.before_send(self.label)
                 attempt = SubmissionAttempt(sent_at=datetime.now(timezone.utc), flow_run_id=self.sender or current_flow_run_id())
                 record.attempts.append(attempt)
                 await self.journal.write(record)  # the intent, before a byte is sent
@@ -178,9 +178,7 @@ class Submission:
         outage, ``ServiceOutageError`` (not retried: the outage watch says when to send again)."""
         self.outage.refused(error)
         if self.outage.report is not None:
-            raise ServiceOutageError(
-                f"{self.label} not sent: {self.outage.report.describe()}; the next create waits for the service", report=self.outage.report, gave_up=False
-            )
+            raise waiting(self.outage.report, self.label)
 
     async def _refused(self, record: SubmissionRecord, attempt: SubmissionAttempt, error: DashScopeError) -> None:
         attempt.state, attempt.request_id, attempt.detail = AttemptState.REFUSED, error.request_id, str(error)[:500]
