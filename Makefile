@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean redis-server
+.PHONY: demo test test-floor lint bench install clean redis-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,12 +33,29 @@ redis-server:
 # The checks the house keeps: lint and format (ruff), the one-way imports (import-linter), then the
 # tests, among them mypy over the package (tests/test_typing.py).
 lint: $(STAMP)
-	$(BIN)/ruff check prefect_wan tests bench deployments
-	$(BIN)/ruff format --check prefect_wan tests bench deployments
+	$(BIN)/ruff check prefect_wan tests bench deployments ci
+	$(BIN)/ruff format --check prefect_wan tests bench deployments ci
 	$(BIN)/lint-imports
 
 test: $(STAMP) redis-server lint
 	$(BIN)/python -m pytest -q
+
+# The suite again at the oldest versions prefect-wan supports (ci/floor.txt: Prefect 3.6.17 and every
+# pin's lower end), in a venv of its own. CI runs it after `make test`; it fails unless it got the floor.
+FLOOR_VENV := .venv-floor
+FLOOR_STAMP := $(FLOOR_VENV)/.installed
+
+$(FLOOR_STAMP): pyproject.toml ci/floor.txt
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FLOOR_VENV)/bin/python -m pip install --quiet -e ".[test]" -c ci/floor.txt
+	touch $(FLOOR_STAMP)
+
+# mypy is held to the newest versions' type hints only (`make test`): older libraries' hints differ
+# (PyAV 15's context managers, say) without the code behaving any differently.
+test-floor: $(FLOOR_STAMP) redis-server
+	$(FLOOR_VENV)/bin/python ci/check_floor.py ci/floor.txt
+	$(FLOOR_VENV)/bin/python -m pytest -q --deselect tests/test_typing.py::test_mypy_is_clean
 
 bench: $(STAMP)
 	$(BIN)/python bench/render.py
@@ -53,4 +70,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/first_submission.py
 
 clean:
-	rm -rf $(VENV) wan-archive .pytest_cache
+	rm -rf $(VENV) $(FLOOR_VENV) wan-archive .pytest_cache

@@ -11,6 +11,7 @@ locations in place of the ``s3://my-media`` placeholders.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ PREFECT_YAML = Path(__file__).with_name("prefect.yaml")
 ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+# And from the root as the working folder: Prefect before 3.8 records a served flow's entrypoint
+# relative to it, and refuses a flow file outside it (started from deployments/).
+os.chdir(ROOT)
 
 
 def _flow(entrypoint: str) -> Any:

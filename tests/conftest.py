@@ -17,6 +17,16 @@ from prefect.testing.fixtures import asserting_events_worker, reset_worker_event
 from tests.helpers import FAKE_KEY, make_image  # noqa: E402,F401
 
 
+def pytest_sessionstart(session) -> None:
+    """Say which end of the supported range this run is on (CI runs the newest and the floor), quiet or not."""
+    from importlib.metadata import version
+
+    names = ("prefect", "fastapi", "pydantic", "sqlalchemy", "prefect-redis")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("prefect-wan tested on " + ", ".join(f"{name} {version(name)}" for name in names))
+
+
 @pytest.fixture
 def fake_key() -> str:
     return FAKE_KEY

@@ -27,6 +27,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _prefect(env: dict[str, str], *args: str) -> None:
+    done = subprocess.run([PREFECT, "--no-prompt", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def scheduling_server(tmp_path_factory):
     """``prefect server start`` with its services (the test harness runs none), on loopback."""
@@ -66,13 +71,9 @@ def scheduling_server(tmp_path_factory):
 def test_deploying_prefect_yaml_gives_scheduled_runs(scheduling_server):
     api, env, server_log = scheduling_server
 
-    def prefect(*args: str) -> None:
-        done = subprocess.run([PREFECT, "--no-prompt", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-    prefect("work-pool", "create", "local-process", "--type", "process")
-    prefect("gcl", "create", "wan-account", "--limit", "6")
-    prefect("deploy", "--prefect-file", str(PREFECT_YAML), "--all")
+    _prefect(env, "work-pool", "create", "local-process", "--type", "process")
+    _prefect(env, "gcl", "create", "wan-account", "--limit", "6")
+    _prefect(env, "deploy", "--prefect-file", str(PREFECT_YAML), "--all")
 
     deployments = httpx.post(f"{api}/deployments/filter", json={}).raise_for_status().json()
     nightly = next(d for d in deployments if d["name"] == "nightly-keyframes")
@@ -133,3 +134,71 @@ def test_serve_builds_what_prefect_yaml_declares():
         limit = deployment.concurrency_limit
         assert (getattr(limit, "limit", limit)) == spec.get("concurrency_limit")
         assert [t.expect for t in deployment.triggers] == [set(t["expect"]) for t in spec.get("triggers", [])]
+
+
+def test_a_worker_of_the_pool_runs_the_deployed_pair_flow_against_the_emulator(scheduling_server, tmp_path):
+    """From a fresh Prefect home: `prefect deploy` of the shipped prefect.yaml, the emulator's
+    credentials saved under the block name the yaml uses (one command), and a process worker of the
+    yaml's pool runs the pair deployment's flow run to an archived video."""
+    api, env, server_log = scheduling_server
+
+    for setup in (("work-pool", "create", "local-process", "--type", "process", "--overwrite"), ("gcl", "create", "wan-account", "--limit", "6")):
+        subprocess.run([PREFECT, "--no-prompt", *setup], env=env, cwd=ROOT, capture_output=True, timeout=120)  # made by the test before, or now
+    _prefect(env, "deploy", "--prefect-file", str(PREFECT_YAML), "--all")
+    examples = ROOT / "prefect_wan" / "examples"
+    port = _free_port()
+    emulator_log = (tmp_path / "emulator.log").open("wb")
+    emulator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect_wan.cli",
+            "emulator",
+            "--port",
+            str(port),
+            "--save-block",
+            "wan-singapore",
+            "--pending-seconds",
+            "0.05",
+            "--running-seconds",
+            "0.3",
+        ],
+        env=env,
+        stdout=emulator_log,
+        stderr=subprocess.STDOUT,
+    )
+    worker_log = (tmp_path / "worker.log").open("wb")
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{api}/block_types/slug/wan-credentials/block_documents/name/wan-singapore").status_code != 200:
+            assert emulator.poll() is None and time.monotonic() < deadline, (tmp_path / "emulator.log").read_text()[-3000:]
+            time.sleep(0.3)
+        deployments = httpx.post(f"{api}/deployments/filter", json={}).raise_for_status().json()
+        pair = next(d for d in deployments if d["name"] == "keyframes-pair")
+        archive = tmp_path / "archive"
+        parameters = {
+            "first_frame": str(examples / "first.png"),
+            "last_frame": str(examples / "last.png"),
+            "destination": str(archive),
+            "label": "from-the-pool",
+        }
+        run = httpx.post(f"{api}/deployments/{pair['id']}/create_flow_run", json={"parameters": parameters}).raise_for_status().json()
+        worker = subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", "local-process", "--run-once"], env=env, cwd=ROOT, stdout=worker_log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 240
+        state = None
+        while time.monotonic() < deadline:
+            state = httpx.get(f"{api}/flow_runs/{run['id']}").raise_for_status().json()["state"]["type"]
+            if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                break
+            time.sleep(1)
+        assert state == "COMPLETED", (tmp_path / "worker.log").read_text()[-4000:]
+        assert len(list(archive.glob("*.mp4"))) == 1 and len(list(archive.glob("*.json"))) == 1
+    finally:
+        for process in (worker, emulator):
+            if process is not None:
+                stop_process(process)
+        emulator_log.close()
+        worker_log.close()

@@ -122,8 +122,9 @@ def test_a_first_send_refused_or_unanswered_is_settled_once(prefect_harness, emu
 
 def test_a_first_pair_whose_frames_cannot_be_read_fails_alone(prefect_harness, emulator, tmp_path):
     manifest = tmp_path / "pairs.yaml"
+    (tmp_path / "broken.png").write_bytes(b"not a picture")  # there (a missing file is refused before anything starts), but unreadable
     pairs = [
-        {"first_frame": str(tmp_path / "missing.png"), "last_frame": LAST, "label": "gone"},
+        {"first_frame": str(tmp_path / "broken.png"), "last_frame": LAST, "label": "gone"},
         {"first_frame": FIRST, "last_frame": LAST, "label": "fine", "prompt": "alone"},
     ]
     manifest.write_text(yaml.safe_dump({"pairs": pairs}))

@@ -108,9 +108,16 @@ def explain_storage_error(error: BaseException) -> str:
     text = str(error).splitlines()[0] if str(error) else name
     if name in ("NoCredentialsError", "PartialCredentialsError") or "Unable to locate credentials" in text:
         return (
-            "no storage credentials were found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile, "
-            "use an instance role, or pass storage_options (key, secret) or a filesystem block"
+            "no storage credentials were found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, name a profile "
+            "(storage_options={'profile': ...}), use an instance role, or pass a saved RemoteFileSystem block "
+            "(never keys in storage_options: Prefect shows flow parameters in its UI)"
         )
+    if isinstance(error, ImportError) and "install" in text:
+        # fsspec names the package a protocol needs: gcsfs for gs://, adlfs for az://.
+        package = next((word for word in text.split() if word.endswith(("fs", "fs.")) and word not in ("fsspec",)), None)
+        return f"{text.rstrip('.')} ({'pip install ' + package.rstrip('.') if package else 'its fsspec package'}, beside prefect-wan)"
+    if isinstance(error, FileNotFoundError):
+        return f"no such folder, and it cannot be made there ({getattr(error, 'strerror', None) or text})"
     if isinstance(error, NotADirectoryError) or "Not a directory" in text:
         return "part of that path is a regular file, not a directory"
     if isinstance(error, PermissionError):

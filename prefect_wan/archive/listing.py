@@ -32,6 +32,7 @@ class ArchiveEntry(BaseModel):
     sidecar_url: str
     task_id: Optional[str] = None
     checks: Optional[ShotChecks] = Field(default=None, description="The shot checks (videos archived by this version).")
+    rendered_by: Optional[str] = Field(default=None, description="'the prefect-wan emulator' for its renderings (not the model's).")
     _record: Optional[ArchiveRecord] = PrivateAttr(default=None)
 
     @property
@@ -119,6 +120,7 @@ def _entry(document: dict, sidecar_url: str) -> ArchiveEntry:
         sidecar_url=sidecar_url,
         task_id=record.task_id,
         checks=record.checks,
+        rendered_by=record.probe.rendered_by,
     )
     entry._record = record
     return entry

@@ -8,7 +8,7 @@ from typing import Any, Optional, Union
 from pydantic import BaseModel, Field
 
 # 2: adds ``endpoint``. 3: adds ``checks`` and ``takes``. 4: adds ``profile`` and the transition checks.
-SIDECAR_SCHEMA_VERSION = 4
+SIDECAR_SCHEMA_VERSION = 5
 
 
 class FrameRecord(BaseModel):
@@ -52,6 +52,7 @@ class VideoProbe(BaseModel):
     height: int
     frames: int
     audio_codec: Optional[str] = None
+    rendered_by: Optional[str] = Field(default=None, description="Who rendered it when the file says so: 'the prefect-wan emulator', not the Wan model.")
 
 
 class MotionProfile(BaseModel):
@@ -66,11 +67,11 @@ class MotionProfile(BaseModel):
     difference: list[float] = Field(default_factory=list, description="Mean absolute luma difference to the previous frame.")
     content: list[float] = Field(default_factory=list, description="PySceneDetect's content score (luma) per frame.")
     motion: list[float] = Field(default_factory=list, description="Top-5 % optical-flow magnitude from each sample to the next, in pixels of the sample.")
-    to_first: list[float] = Field(default_factory=list, description="Correlation of each frame with the first keyframe.")
-    to_last: list[float] = Field(default_factory=list, description="Correlation of each frame with the last keyframe.")
-    blend: list[Optional[float]] = Field(default_factory=list, description="Distance of each frame from a mix of the two keyframes (None: keyframes alike).")
-    alpha: list[Optional[float]] = Field(default_factory=list, description="The share of the first keyframe in that mix (1: all first).")
-    between: list[Optional[float]] = Field(default_factory=list, description="Share of the pixels where the keyframes differ that lie between them.")
+    to_first: list[float] = Field(default_factory=list, description="Correlation of each sample's shapes (a band of detail) with the first keyframe's.")
+    to_last: list[float] = Field(default_factory=list, description="Correlation of each sample's shapes (a band of detail) with the last keyframe's.")
+    mix: list[Optional[float]] = Field(
+        default_factory=list, description="Share of each sample's fine detail only the two keyframes together explain, in place (None: keyframes alike)."
+    )
     colour_l: list[float] = Field(default_factory=list, description="Mean L* per frame.")
     colour_a: list[float] = Field(default_factory=list, description="Mean a* per frame.")
     colour_b: list[float] = Field(default_factory=list, description="Mean b* per frame.")
@@ -79,12 +80,17 @@ class MotionProfile(BaseModel):
     first_ssim: Optional[float] = Field(default=None, description="SSIM of the first frame with the first keyframe.")
     end_ssim: list[float] = Field(default_factory=list, description="SSIM of each of the last frames (the end window) with the last keyframe.")
     end_colour: Optional[list[float]] = Field(default=None, description="Mean L*a*b* of the end window's frame most like the last keyframe.")
+    end_reference: Optional[int] = Field(default=None, description="The sample half a second before the end that end_mix reads against.")
+    end_mix: list[Optional[float]] = Field(
+        default_factory=list,
+        description="Share of each end-window frame's fine detail only the last keyframe and the reference sample explain together, in place (a morph).",
+    )
 
 
 class ShotCheck(BaseModel):
     """One check of a shot: what was measured, the line it is held to, and the verdict."""
 
-    name: str = Field(description="first_frame, end_window, dissolve, cut, flicker, motion, colour, revert, black, frozen, duration or size.")
+    name: str = Field(description="first_frame, end_window, dissolve, cut, morph, flicker, motion, colour, revert, black, frozen, duration or size.")
     value: Union[float, str]
     threshold: Union[float, str]
     passed: bool

@@ -223,6 +223,7 @@ def storyboard(
 def plan(
     manifest: str = MANIFEST,
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON instead of a table."),
+    emulator: bool = typer.Option(False, "--emulator", help="Plan against a local emulator: what --emulator runs archived is found (nothing is sent)."),
     how: GenerationFlags = GenerationFlags(),
     where: TargetFlags = TargetFlags(),
     drafts: ReviewFlags = ReviewFlags(),
@@ -232,8 +233,9 @@ def plan(
     Starts no Prefect server: the plan's table artifact is written only when one is configured
     (PREFECT_API_URL). Exit 2 when a pair is refused."""
 
-    # No key is needed to plan: nothing is sent. The emulator is no use either, for the same reason.
-    with where.service(emulator=False) as credentials:
+    # No key is needed to plan: nothing is sent. With --emulator, the archive is looked up under the
+    # emulator's endpoint, where --emulator runs archive their videos.
+    with where.service(emulator) as credentials:
 
         async def plan_batch() -> int:
             from prefect.settings import PREFECT_API_URL
@@ -387,7 +389,7 @@ def list_archive_command(
             {
                 "label": e.label or "",
                 "kind": e.kind,
-                "model": e.model or "",
+                "model": (e.model or "") + (" (emulator)" if e.rendered_by else ""),
                 "size": f"{e.width}x{e.height}",
                 "duration": f"{e.seconds:g} s",
                 "cost": cost_text(e.cost),

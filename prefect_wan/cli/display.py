@@ -30,12 +30,15 @@ def render(progress: RunProgress) -> Group:
     total = len(progress.pairs)
     ended = counts["done"] + counts["failed"] + counts["skipped"]
     table = Table(show_edge=False, pad_edge=False, box=None)
-    for column in ("done", "generating", "queued", "failed", "skipped", "ETA", "spend"):
+    # A pair whose draft waits for a decision has not ended: the column shows only while one does.
+    columns = ("done", "generating", "queued", *(("in review",) if counts["review"] else ()), "failed", "skipped", "ETA", "spend")
+    for column in columns:
         table.add_column(column, justify="right" if column not in ("ETA", "spend") else "left")
     table.add_row(
         f"{counts['done']}/{total}",
         str(counts["generating"]),
         str(counts["queued"]),
+        *((Text(str(counts["review"]), style="yellow"),) if counts["review"] else ()),
         Text(str(counts["failed"]), style="red" if counts["failed"] else ""),
         str(counts["skipped"]),
         duration_text(progress.eta_seconds()),

@@ -19,6 +19,17 @@ if TYPE_CHECKING:
     from prefect_wan.flows.drafts import Review
 
 
+# What the command has to say once its checks have passed.
+NOTICES: list[str] = []
+
+
+def announce() -> None:
+    """Say the notices waiting (each once), now that nothing was refused."""
+    for notice in NOTICES:
+        typer.echo(notice, err=True)
+    NOTICES.clear()
+
+
 @parameter_group
 @dataclass
 class GenerationFlags:
@@ -76,8 +87,12 @@ class TargetFlags:
             from prefect_wan.emulator import run_emulator
 
             with run_emulator(region=self.region) as emu:
-                typer.echo(f"Using the local emulator at {emu.base_url} (videos are its camera-move rendering)", err=True)
-                yield emu.access()
+                # Said once the command's checks have passed (``announce``): a refusal comes alone.
+                NOTICES.append(f"Using the local emulator at {emu.base_url} (videos are its camera-move rendering)")
+                try:
+                    yield emu.access()
+                finally:
+                    NOTICES.clear()
             return
         if self.credentials:
             yield self.credentials

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Coroutine, Iterator, Optional,
 from rich.console import Console
 
 from prefect_wan.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OVER_BUDGET
+from prefect_wan.cli.options import announce
 from prefect_wan.cli.prefect_home import unopenable_database
 
 if TYPE_CHECKING:  # imported where used: a refusal must not wait for Prefect's flows to import
@@ -35,15 +36,21 @@ def refusals() -> tuple[type[BaseException], ...]:
 
 
 def check_all(pairs: list[KeyframePair], options: GenerationOptions, region: str, review: Optional[Review] = None) -> None:
-    """Every pair's rules that need no I/O (a wrong option refuses them all), and its draft's with
-    ``review``: one refusal, each broken rule named once, with how many pairs break it."""
+    """Every pair's rules that need no I/O (a wrong option refuses them all) and its local frames'
+    existence, and its draft's rules with ``review``: one refusal, each broken rule named once, with
+    how many pairs break it."""
     from prefect_wan.client.errors import PreflightError, PreflightViolation
+    from prefect_wan.client.images import missing_local_file
     from prefect_wan.client.preflight import check_request
 
     if review is not None:
         from prefect_wan.flows.drafts import check_draftable, draft_changes
     broken: dict[str, tuple[PreflightViolation, list[str]]] = {}
     for pair in pairs:
+        for field in ("first_frame", "last_frame"):  # a frame that is not there: found now, not when its pair is sent
+            if (why := missing_local_file(getattr(pair, field))) is not None:
+                violation = PreflightViolation(field, getattr(pair, field), why)
+                broken.setdefault(str(violation), (violation, []))[1].append(pair.display_label())
         try:
             checked = check_request(pair.to_request(options), region)
             if review is not None:
@@ -96,7 +103,25 @@ async def precheck(
     from prefect_wan.flows.prepared import hand_over
     from prefect_wan.spend.budget import Budget
 
-    Budget.coerce(max_cost)
+    budget = Budget.coerce(max_cost)
+    where = credentials.region.value if isinstance(credentials, ServiceAccess) else region
+    if options is not None and isinstance(credentials, ServiceAccess):
+        from prefect_wan.cli.options import NOTICES
+        from prefect_wan.spend.pricing import price_currency, priced_regions
+
+        if price_currency(options.model, where) is None:  # said once here, not on every line of the run
+            elsewhere = ", ".join(priced_regions(options.model)) or "no region"
+            NOTICES.append(f"{options.model} has no published price in {where} ({elsewhere} has one): its costs are not estimated")
+    # A saved block's region is known only once Prefect loads it: the run skips each pair then.
+    if budget is not None and options is not None and isinstance(credentials, ServiceAccess):
+        from prefect_wan.client.errors import PreflightError, PreflightViolation
+        from prefect_wan.spend.pricing import price_currency
+
+        currency = price_currency(options.model, where)
+        if currency is not None and currency != budget.currency:
+            raise PreflightError(
+                [PreflightViolation("max_cost", max_cost, f"{options.model} in {where} is priced in {currency}: give the budget in {currency}")]
+            )
     if sends:
         if isinstance(credentials, ServiceAccess):
             credentials.resolved_api_key()
@@ -104,7 +129,7 @@ async def precheck(
     if manifest is not None:
         pairs = await asyncio.to_thread(load_manifest, manifest)
     if pairs and options is not None:
-        check_all(pairs, options, credentials.region.value if isinstance(credentials, ServiceAccess) else region, review)
+        check_all(pairs, options, where, review)
     if pair is not None and options is not None and isinstance(credentials, ServiceAccess):
         async with credentials.client() as client:
             hand_over(await client.prepare(pair.to_request(options)))
@@ -215,6 +240,7 @@ def run(
     try:
         if check is not None:
             asyncio.run(check)
+        announce()
         if needs_prefect and (why := unopenable_database(places)) is not None:
             console.print(f"[red]Cannot start Prefect:[/red] {why}", highlight=False, soft_wrap=True)
             return EXIT_BAD_INPUT

@@ -35,12 +35,35 @@ class TemporaryServerError(WanError):
     """The command's temporary Prefect server did not come up (its last lines are in the message)."""
 
 
+# Prefect before 3.8 serves nothing on fastapi 0.137 and later (every route answers 500: "'PrefectRouter'
+# object has no attribute 'routes'"), tried with 3.6.17 and 3.7.4; its own requirements allow it.
+_OLD_PREFECT, _BREAKING_FASTAPI = "3.8", "0.137"
+
+
+def server_conflict() -> Optional[str]:
+    """Why this environment's Prefect server cannot serve (its fastapi), in one line, or None."""
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    prefect_version, fastapi_version = version("prefect"), version("fastapi")
+    if Version(prefect_version) < Version(_OLD_PREFECT) and Version(fastapi_version) >= Version(_BREAKING_FASTAPI):
+        return (
+            f"Prefect {prefect_version}'s server does not run on fastapi {fastapi_version}: "
+            f"pip install 'fastapi<{_BREAKING_FASTAPI}' beside it, or set PREFECT_API_URL to a running server"
+        )
+    return None
+
+
 class TemporaryServer:
     """A Prefect server process for one command."""
 
     def __init__(self) -> None:
         import prefect
         from prefect.settings import get_current_settings
+
+        if (conflict := server_conflict()) is not None:
+            raise TemporaryServerError(conflict)
 
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))

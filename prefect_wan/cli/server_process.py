@@ -11,12 +11,19 @@ import sys
 import threading
 import time
 
+# How long the orphaned server may take to end gracefully.
+GRACE_SECONDS = 5.0
+
 
 def _end_with(parent: int) -> None:
     # The command stops the server itself; this is for a command killed without the chance (kill -9).
     while os.getppid() == parent:
         time.sleep(0.5)
     os.kill(os.getpid(), signal.SIGTERM)
+    # A graceful end, if it comes quickly; older uvicorns wait on their lifespan and open
+    # connections for longer than anyone watches an orphan, so then an end regardless.
+    time.sleep(GRACE_SECONDS)
+    os._exit(1)
 
 
 if __name__ == "__main__":

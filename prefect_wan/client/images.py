@@ -127,6 +127,16 @@ async def read_source(
     return await asyncio.to_thread(_read_local, Path(source).expanduser(), max_bytes), None
 
 
+def missing_local_file(source: Any) -> Optional[str]:
+    """Why a local path names no file (``read_source`` would refuse it), or None for anything else:
+    a check as cheap as a stat, for every pair of a manifest before anything starts."""
+    if isinstance(source, str) and source and "://" not in source and not source.startswith("data:"):
+        source = Path(source).expanduser()
+    if isinstance(source, Path) and not source.is_file():
+        return "no such file"
+    return None
+
+
 def inspect_image(data: bytes, *, origin: str, passthrough_url: Optional[str]) -> LoadedMedia:
     digest = hashlib.sha256(data).hexdigest()
     if (passthrough_url or "").startswith("oss://"):

@@ -320,6 +320,15 @@ class TaskWatcher:
 _WATCHERS: dict[tuple, TaskWatcher] = {}
 
 
+def service_status(task_id: str) -> Optional[str]:
+    """The status this process's watchers last saw for a task (PENDING until the service starts it;
+    None when no watcher here follows it)."""
+    for watcher in list(_WATCHERS.values()):
+        if (watched := watcher._watched.get(task_id)) is not None:
+            return watched.status
+    return None
+
+
 def shared_watcher(key_material: str, endpoint: str, make_client: ClientFactory, schedule: Optional[PollSchedule]) -> TaskWatcher:
     """The watcher of this event loop for one account; several flow runs of a process share it."""
     loop = asyncio.get_running_loop()

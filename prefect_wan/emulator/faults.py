@@ -21,6 +21,8 @@ Action = Literal[
     "expire",
     "reshape",
     "dissolve",
+    "wipe",
+    "iris",
     "cut",
     "late_morph",
     "flicker",
@@ -31,7 +33,7 @@ Action = Literal[
     "black",
 ]
 # The render actions: what the model is reported to get wrong (prefect_wan.emulator.render.DEFECTS).
-Defect = Literal["dissolve", "cut", "late_morph", "flicker", "colour_drift", "revert", "miss_last_frame", "freeze", "black"]
+Defect = Literal["dissolve", "wipe", "iris", "cut", "late_morph", "flicker", "colour_drift", "revert", "miss_last_frame", "freeze", "black"]
 
 _ids = count(1)
 

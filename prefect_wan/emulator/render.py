@@ -16,10 +16,12 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
+from prefect_wan.media.scan import EMULATOR_MARK
+
 FPS = 30
 AUDIO_RATE = 48_000
 # What the emulator can get wrong on purpose (``inject(op="render", action=...)``).
-DEFECTS = ("dissolve", "cut", "late_morph", "flicker", "colour_drift", "revert", "miss_last_frame", "freeze", "black")
+DEFECTS = ("dissolve", "wipe", "iris", "cut", "late_morph", "flicker", "colour_drift", "revert", "miss_last_frame", "freeze", "black")
 
 
 def _fit(data: bytes, width: int, height: int) -> np.ndarray:
@@ -45,9 +47,24 @@ def camera_path(defect: Optional[str], severity: float) -> Callable[[float], flo
         return lambda t: 0.9 * severity * math.sin(math.pi * t / 0.7) if t < 0.7 else _smooth((t - 0.7) / 0.3)
     if defect == "miss_last_frame":  # stops short of the last keyframe
         return lambda t: _smooth(t) * (1 - 0.6 * severity)
-    if defect == "late_morph":  # heads back up, away from the last keyframe, until the morph at the end
-        return lambda t: -0.3 * severity * _smooth(t / 0.85) if t < 0.85 else 0.0
+    if defect == "late_morph":  # heads back up, away from the last keyframe, and stays, until the morph at the end
+        return lambda t: -0.3 * severity * _smooth(t / 0.85)
     return _smooth
+
+
+def _wiped(defect: str, t: float, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """The keyframes as a wipe (an edge crossing left to right) or an iris (a circle opening from the
+    centre) shows them at time ``t``: the last keyframe inside, the first outside, a soft edge."""
+    height, width = start.shape[:2]
+    progress = _smooth(t)
+    if defect == "wipe":
+        place = np.broadcast_to(np.linspace(0.0, 1.0, width, dtype=np.float32), (height, width))
+    else:
+        y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+        place = np.hypot((x - width / 2) / width, (y - height / 2) / height) / np.hypot(0.5, 0.5)
+    edge = 0.04
+    inside = np.clip((progress * (1 + edge) - place) / edge, 0.0, 1.0)[..., None]
+    return start + (end.astype(np.float32) - start) * inside
 
 
 def spoiled(pixels: np.ndarray, defect: Optional[str], severity: float, index: int, frames: int, start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -57,6 +74,8 @@ def spoiled(pixels: np.ndarray, defect: Optional[str], severity: float, index: i
     if defect == "dissolve":
         fade = start + (end.astype(np.float32) - start) * _smooth(t)
         pixels = (1 - severity) * pixels + severity * fade
+    elif defect in ("wipe", "iris"):
+        pixels = (1 - severity) * pixels + severity * _wiped(defect, t, start, end)
     elif defect == "late_morph":
         morph = max(2, round(0.15 * frames * (1 - severity) + 2))  # frames the morph takes: fewer, worse
         if index >= frames - morph:
@@ -88,7 +107,7 @@ def render_transition(
     """Write an MP4 of ``seconds`` at ``fps`` to ``path``: the camera moving from ``first`` to ``last``.
 
     ``defect`` renders a bad take on purpose, ``severity`` (0-1] how badly: ``dissolve`` mixes in a
-    cross-fade, ``cut`` jumps mid-shot, ``late_morph`` heads elsewhere and morphs into the last
+    cross-fade, ``wipe`` and ``iris`` a wipe and an iris between the keyframes, ``cut`` jumps mid-shot, ``late_morph`` heads elsewhere and morphs into the last
     keyframe in the last frames, ``flicker`` pumps the brightness, ``colour_drift`` grows a colour
     cast toward the end, ``revert`` goes out and back before moving on, ``miss_last_frame`` stops
     short of the last keyframe, ``freeze`` stops the camera from 20 % to 80 %, ``black`` turns black
@@ -103,6 +122,7 @@ def render_transition(
     path_at = camera_path(defect, severity)
     tmp = path.with_suffix(".partial")
     with av.open(str(tmp), "w", format="mp4") as container:
+        container.metadata["comment"] = EMULATOR_MARK
         video = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "26"})
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         sound = container.add_stream("aac", rate=AUDIO_RATE, layout="mono") if audio else None

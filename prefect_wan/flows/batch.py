@@ -185,7 +185,10 @@ async def keyframes_batch(
             by_label = {p.label: p for p in progress.pairs}
 
             async def render(item: PreparedPair, label: str) -> Optional[ArchivedVideo]:
-                return await attempt(item, by_label[label])
+                video = await attempt(item, by_label[label])
+                if video is not None and item.label != label:  # a draft: the pair now waits for a decision
+                    by_label[label].stage = "review"
+                return video
 
             outcome = await review_then_render(review, setup, reviewed, render)
             # What the pipeline skipped for budget while drafting and rendering, beside what review
@@ -197,8 +200,8 @@ async def keyframes_batch(
                 for skip in result.skipped
             ]
             result.videos, result.drafts, result.dropped, result.skipped = outcome.finals, outcome.drafts, outcome.dropped, outcome.skipped + during
-            for skipped in outcome.skipped:
-                by_label[skipped.label].stage = "skipped"
+            for label in [skipped.label for skipped in outcome.skipped] + outcome.dropped:
+                by_label[label].stage = "skipped"  # ended: not rendered
         else:
             await asyncio.gather(*(generate(pair, pair_progress) for pair, pair_progress in zip(todo, progress.pairs)))
     finally:
@@ -207,7 +210,7 @@ async def keyframes_batch(
             await refresher
     await report_progress()  # the last word: no refresh still in flight can overwrite it
     result.committed, result.billed = pipeline.spend.totals(), pipeline.spend.totals(billed_only=True)
-    await report_batch(result, key=artifact_key("wan-batch"))
+    await report_batch(result, key=artifact_key("wan-batch"), order=[pair.display_label() for pair in todo])
     logger.info("Batch finished: %s", result.summary)
     if result.failures or result.unsubmitted:
         raise BatchFailedError(result.summary, result)

@@ -36,6 +36,7 @@ class StoppedTasks(BaseModel):
     canceled: list[str] = Field(default_factory=list, description="Were queued; canceled at the service, never billed.")
     running: list[str] = Field(default_factory=list, description="Already generating: they finish and bill; their records stay for reuse.")
     finished: list[str] = Field(default_factory=list, description="Already succeeded: a later run archives them without paying.")
+    archived: list[str] = Field(default_factory=list, description="Already archived by this run: nothing left to do.")
     creates_in_flight: int = Field(default=0, description="Creates whose answer never came; a later run reconciles them.")
     errors: dict[str, str] = Field(default_factory=dict, description="Tasks whose fate could not be learned or changed.")
 
@@ -47,6 +48,8 @@ class StoppedTasks(BaseModel):
             )
         if self.finished:
             parts.append(f"{len(self.finished)} finished and will be archived by the next run without paying: {', '.join(self.finished)}")
+        if self.archived:
+            parts.append(f"{len(self.archived)} already archived")
         if self.creates_in_flight:
             parts.append(f"{self.creates_in_flight} create call(s) had no answer yet; the next run reconciles them before sending anything")
         if self.errors:
@@ -56,6 +59,15 @@ class StoppedTasks(BaseModel):
 
 # What the hooks of this process did, for a caller that says so in its own words (the CLI on Ctrl-C).
 _STOPPED: list[StoppedTasks] = []
+
+
+# Tasks whose videos this process has archived: a stopped run names them as done, not as work left.
+_ARCHIVED_TASKS: set[str] = set()
+
+
+def note_archived(task_id: str) -> None:
+    """A task's video is archived: nothing is left for a later run to adopt."""
+    _ARCHIVED_TASKS.add(task_id)
 
 
 def stopped_in_this_process() -> list[StoppedTasks]:
@@ -105,6 +117,9 @@ async def cancel_queued_tasks(flow_run_id: str, credentials: WanCredentials, jou
 
 
 async def _stop(client: DashScopeClient, task_id: str, report: StoppedTasks) -> str:
+    if task_id in _ARCHIVED_TASKS:
+        report.archived.append(task_id)
+        return "archived"
     try:
         status = (await client.get_task(task_id)).output.task_status
         if status is TaskStatus.PENDING:

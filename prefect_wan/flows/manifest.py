@@ -47,6 +47,16 @@ def _read(url: str, storage_options: Optional[dict[str, Any]]) -> str:
         raise ManifestError(f"{url}: cannot read the manifest: {explain_storage_error(exc)}") from None
 
 
+def _syntax_error(exc: Exception) -> str:
+    """A JSON or YAML parser's complaint in one line: where, and what it expected."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {' '.join(str(exc.problem).split())}"
+    return " ".join(str(exc).split())
+
+
 def _rows(text: str, url: str) -> list[Any]:
     suffix = url.lower().rsplit(".", 1)[-1]
     if suffix == "csv":
@@ -54,7 +64,7 @@ def _rows(text: str, url: str) -> list[Any]:
     try:
         data = json.loads(text) if suffix == "json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise ManifestError(f"{url}: not valid {suffix.upper()} ({exc})") from None
+        raise ManifestError(f"{url}: not valid {suffix.upper()}: {_syntax_error(exc)}") from None
     if isinstance(data, dict):
         data = data.get("pairs")
     if not isinstance(data, list):
@@ -113,7 +123,8 @@ def load_storyboard(url: str, storage_options: Optional[dict[str, Any]] = None) 
     try:
         data = json.loads(text) if url.lower().endswith(".json") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise ManifestError(f"{url}: not valid ({exc})") from None
+        kind = "JSON" if url.lower().endswith(".json") else "YAML"
+        raise ManifestError(f"{url}: not valid {kind}: {_syntax_error(exc)}") from None
     if not isinstance(data, dict):
         raise ManifestError(f"{url}: expected a mapping with 'keyframes'")
     manifest = _validated(StoryboardManifest, data, url)

@@ -24,7 +24,10 @@ class GenerationOptions(BaseModel):
     # A misspelled option ("resolutoin") must be refused, not silently paid at the default.
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(default=DEFAULT_MODEL, description="wan2.2-kf2v-flash, wanx2.1/wan2.1-kf2v-plus or wan2.7-i2v.")
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="wan2.2-kf2v-flash, wanx2.1-kf2v-plus (Beijing), wan2.1-kf2v-plus (Singapore), wan2.7-i2v, wan3.0-video or wan3.0-video-prime.",
+    )
     negative_prompt: Optional[str] = Field(default=None, description="What to avoid.")
     resolution: Optional[str] = Field(default=None, description="480P, 720P or 1080P (model default when empty).")
     duration: Optional[int] = Field(default=None, description="Seconds: 5 for kf2v, 2-15 for wan2.7, 2-30 or -1 (smart) for wan3.0.")

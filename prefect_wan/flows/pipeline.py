@@ -29,6 +29,7 @@ from prefect_wan.client.errors import (
 )
 from prefect_wan.client.outage import ServiceOutageError, outage_watch
 from prefect_wan.client.results import SubmittedTask, VideoResult
+from prefect_wan.flows.cancellation import note_archived
 from prefect_wan.flows.lineage import report_materialized
 from prefect_wan.flows.models import ArchivedVideo, KeyframePair
 from prefect_wan.flows.prepared import PreparedPair
@@ -339,5 +340,6 @@ class PairRun:
             plain={"label": label, "force": self.setup.force, "look_first": False},
         )
         archived: ArchiveRecord = await state.aresult()
+        note_archived(archived.task_id)
         charge.settle(archived.cost)
         return self.result(label, archived, reused=False)

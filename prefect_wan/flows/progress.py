@@ -1,5 +1,8 @@
 """How far along a run is: pairs by stage, an ETA from the generation times observed, spend so far.
 
+A pair is "generating" while the service generates its video, and "queued" before it is sent and
+while its task waits at the service for the account's turn (2 run at once, 5 for wan2.7).
+
 The batch and storyboard flows keep one ``RunProgress`` up to date; the progress artifact and the
 CLI's live display read the same numbers. A process that wants to show them (the CLI) subscribes
 with ``watching()`` before it starts the flow.
@@ -12,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
+from prefect_wan.client.watcher import service_status
 from prefect_wan.flows.pipeline import PairProgress
 from prefect_wan.spend.budget import SpendLedger
 
@@ -27,10 +31,12 @@ class RunProgress:
     started_at: float = field(default_factory=time.monotonic)
 
     def counts(self) -> dict[str, int]:
-        counts = {"done": 0, "generating": 0, "queued": 0, "failed": 0, "skipped": 0}
+        counts = {"done": 0, "generating": 0, "queued": 0, "review": 0, "failed": 0, "skipped": 0}
         for pair in self.pairs:
             if pair.stage in QUEUED_STAGES:
                 counts["queued"] += 1
+            elif pair.stage == "generating" and pair.task_id and service_status(pair.task_id) == "PENDING":
+                counts["queued"] += 1  # accepted, and waiting at the service for the account's turn
             elif pair.stage in GENERATING_STAGES:
                 counts["generating"] += 1
             else:
@@ -47,7 +53,7 @@ class RunProgress:
         finished = [p.finished_at for p in self.pairs if p.finished_at is not None]
         submitted = [p.submitted_at for p in self.pairs if p.submitted_at is not None]
         counts = self.counts()
-        left = counts["queued"] + counts["generating"]
+        left = counts["queued"] + counts["generating"]  # a pair in review waits on a person, not on the pace
         if not left:
             return 0.0
         if not finished or not submitted:
@@ -62,8 +68,9 @@ class RunProgress:
         """``3/10 done, 2 generating, 4 queued, 1 failed, 0 skipped; ETA 4m 10s; spend 1.2 CNY committed (0.6 billed)``."""
         counts = self.counts()
         eta = self.eta_seconds()
+        review = f"{counts['review']} waiting for review, " if counts["review"] else ""
         return (
-            f"{counts['done']}/{len(self.pairs)} done, {counts['generating']} generating, {counts['queued']} queued, "
+            f"{counts['done']}/{len(self.pairs)} done, {counts['generating']} generating, {counts['queued']} queued, {review}"
             f"{counts['failed']} failed, {counts['skipped']} skipped; ETA {duration_text(eta)}; spend {self.spend.describe()}"
         )
 

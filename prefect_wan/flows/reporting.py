@@ -6,7 +6,7 @@ import base64
 import io
 import re
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import fsspec
 from PIL import Image
@@ -33,23 +33,36 @@ def _resource(fingerprint: str, label: str) -> dict[str, str]:
     return {"prefect.resource.id": f"prefect_wan.video.{fingerprint}", "prefect.resource.name": label}
 
 
+def _local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def link(text: str, url: str, view_url: Optional[str] = None) -> str:
+    """A link the UI can open (the view URL when there is one), else, for a file on the machine that
+    archived it, the path as text: a browser opens no local file from a web page."""
+    if view_url:
+        return f"[{text}]({view_url})"
+    return f"`{url}` (on the machine that archived it)" if _local(url) else f"[{text}]({url})"
+
+
 async def report_archived(video: ArchivedVideo) -> None:
     record = video.record
     key = artifact_key(f"wan-{video.label}")
-    await acreate_link_artifact(
-        link=video.video_url,
-        link_text=f"{video.label} ({record.probe.width}x{record.probe.height}, {record.probe.duration_seconds:g} s)",
-        key=key,
-        description=f"Archived video; sidecar at {video.sidecar_url}",
-    )
+    text = f"{video.label} ({record.probe.width}x{record.probe.height}, {record.probe.duration_seconds:g} s)"
+    description = f"Archived video; sidecar at {video.sidecar_url}"
+    if _local(video.video_url):  # no link the UI could open: the path, as text
+        await acreate_markdown_artifact(markdown=f"{text}: {link(text, video.video_url)}", key=key, description=description)
+    else:
+        await acreate_link_artifact(link=video.video_url, link_text=text, key=key, description=description)
     price = price_text(record.cost)
     await acreate_markdown_artifact(
         markdown="\n".join(
             [
                 f"# {video.label}",
                 "",
-                f"- video: [{video.video_url}]({video.video_view_url or video.video_url})",
+                f"- video: {link(video.video_url, video.video_url, video.video_view_url)}",
                 f"- model: `{record.request.model}` in {record.request.region}, {record.request.resolution}, {record.request.duration} s",
+                *([f"- **rendered by {record.probe.rendered_by}**, not by the Wan model"] if record.probe.rendered_by else []),
                 f"- task: `{record.task_id}`, fingerprint `{record.fingerprint[:16]}`",
                 f"- estimated cost: {price}" + (" (reused, nothing paid this run)" if video.reused else ""),
                 "",
@@ -137,9 +150,9 @@ def poster_lines(stored: Optional[str], viewable: Optional[str]) -> list[str]:
     if viewable:
         return ["## Poster", f"![first, middle and last frames]({viewable})", ""]
     if stored and (inline := inline_image(stored)):
-        return ["## Poster", f"![first, middle and last frames]({inline})", "", f"[full size]({stored})", ""]
+        return ["## Poster", f"![first, middle and last frames]({inline})", "", f"full size: {link(stored, stored)}", ""]
     if stored:
-        return ["## Poster", f"[first, middle and last frames]({stored})", ""]
+        return ["## Poster", f"first, middle and last frames: {link(stored, stored)}", ""]
     return []
 
 
@@ -158,10 +171,12 @@ def report_failed(label: str, fingerprint: Optional[str], error: BaseException, 
     )
 
 
-async def report_batch(result: BatchResult, key: str) -> None:
-    """The run summary: every pair, what became of it, and what it cost (billed, from ``usage``)."""
+async def report_batch(result: BatchResult, key: str, order: Sequence[str] = ()) -> None:
+    """The run summary: every pair, in the manifest's ``order``, what became of it, and what it cost
+    (billed, from ``usage``)."""
     # Label, status, cost and checks first: what a person scans for at 1600 px. Archive paths are
     # relative to the destination (every video sits at its root).
+    blank = {"cost": "", "checks": "", "task_id": "", "video": "", "detail": ""}
     rows = (
         [
             {
@@ -175,15 +190,20 @@ async def report_batch(result: BatchResult, key: str) -> None:
             }
             for v in result.videos
         ]
+        # The whole reason on one line (the UI's table cell wraps it).
         + [
-            {"label": f.label, "status": "failed", "cost": "", "checks": "", "task_id": f.task_id or "", "video": "", "detail": f"{f.error}: {f.message}"[:300]}
+            {**blank, "label": f.label, "status": "failed", "task_id": f.task_id or "", "detail": " ".join(f"{f.error}: {f.message}".split())}
             for f in result.failures
         ]
+        + [{**blank, "label": s.label, "status": "skipped for budget", "cost": "0", "detail": s.reason} for s in result.skipped]
+        + [{**blank, "label": label, "status": "dropped in review", "cost": "0", "detail": "its drafts are archived"} for label in result.dropped]
         + [
-            {"label": s.label, "status": "skipped for budget", "cost": "0", "checks": "", "task_id": "", "video": "", "detail": s.reason}
-            for s in result.skipped
+            {**blank, "label": label, "status": "not sent", "cost": "0", "detail": result.outage or "the service was in an outage"}
+            for label in result.unsubmitted
         ]
     )
+    place = {label: index for index, label in enumerate(order)}
+    rows.sort(key=lambda row: place.get(row["label"], len(place)))
     await acreate_table_artifact(table=rows, key=key, description=result.summary)
 
 
@@ -194,14 +214,14 @@ async def report_plan(plan: RunPlan, key: str) -> None:
 
 async def report_storyboard(label: str, record: StoryboardRecord, poster_view_url: Optional[str], *, reused: bool) -> None:
     """The storyboard in the UI: its poster, how it was joined, and its segments in order."""
-    rows = [f"| {s.index} | {s.label} | `{s.task_id}` | {s.seconds:g} s | [video]({s.video_url}) |" for s in record.segments]
+    rows = [f"| {s.index} | {s.label} | `{s.task_id}` | {s.seconds:g} s | {link('video', s.video_url)} |" for s in record.segments]
     total = price_text(record.total_cost)
     await acreate_markdown_artifact(
         markdown="\n".join(
             [
                 f"# {label}",
                 "",
-                f"- video: [{record.video.url}]({record.video.url}), {record.probe.width}x{record.probe.height}, {record.probe.duration_seconds:g} s",
+                f"- video: {link(record.video.url, record.video.url)}, {record.probe.width}x{record.probe.height}, {record.probe.duration_seconds:g} s",
                 f"- joined by {record.stitch.method} ({record.stitch.reason})" + (", reused: nothing was paid this run" if reused else ""),
                 f"- estimated cost of the segments: {total}",
                 "",

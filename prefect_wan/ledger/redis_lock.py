@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Optional
 
 try:
@@ -26,7 +27,20 @@ class BoundedRedisLockManager(RedisLockManager):
     """``RedisLockManager`` whose locks always expire (``hold_timeout`` seconds by default)."""
 
     def __init__(self, *, connection_url: str, hold_timeout: float = SUBMIT_LOCK_SECONDS) -> None:
-        super().__init__(connection_url=connection_url)
+        if "connection_url" in inspect.signature(RedisLockManager.__init__).parameters:
+            super().__init__(connection_url=connection_url)
+        else:  # prefect-redis before 0.3 (the one Prefect before 3.7.4 takes) wants the URL's parts
+            from redis.connection import SSLConnection, parse_url
+
+            parts = parse_url(connection_url)
+            super().__init__(
+                host=parts.get("host", "localhost"),
+                port=parts.get("port", 6379),
+                db=parts.get("db", 0),
+                username=parts.get("username"),
+                password=parts.get("password"),
+                ssl=parts.get("connection_class") is SSLConnection,
+            )
         self.hold_timeout = hold_timeout
 
     def __getstate__(self) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """A shot's motion profile as a small chart a person reads at a glance, drawn once at archive time
-with Pillow: how close each frame is to each keyframe, how much it moves, its brightness, and a
+with Pillow: how close each frame is to each keyframe, how much it moves, its brightness, how much
+it is the two keyframes mixed in place (a dissolve), and a
 red mark, named, wherever a check failed."""
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ _CURVES = (
     ("to last keyframe", (255, 127, 14)),
     ("motion", (44, 160, 44)),
     ("brightness", (127, 127, 127)),
+    ("keyframes mixed", (148, 103, 189)),
 )
+# The in-place mix of a cross-fade at its middle, drawn at the chart's top.
+_MIXED_FULL = 0.3
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -43,6 +47,9 @@ def _series(profile: MotionProfile) -> list[tuple[str, tuple[int, int, int], lis
         series.append((*_CURVES[2], [(float(min(frames, (i + 1) * step)), v / top) for i, v in enumerate(profile.motion)]))
     if profile.luma:
         series.append((*_CURVES[3], [(float(i), v / 255.0) for i, v in enumerate(profile.luma)]))
+    if any(m is not None for m in profile.mix):
+        mixed = [(float(i * step), min(1.0, max(0.0, m) / _MIXED_FULL)) for i, m in enumerate(profile.mix) if m is not None]
+        series.append((*_CURVES[4], mixed))
     return series
 
 

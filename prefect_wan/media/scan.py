@@ -14,6 +14,8 @@ from prefect_wan.archive.record import VideoProbe
 from prefect_wan.client.errors import WanError
 
 THUMB_HEIGHT = 180
+# The emulator writes this in every video's metadata, so nobody mistakes its rendering for the model's.
+EMULATOR_MARK = "rendered by the prefect-wan emulator"
 DECODE_THREADS = 2
 
 
@@ -90,6 +92,7 @@ def scan_video(
                 height=stream.height,
                 frames=frames,
                 audio_codec=container.streams.audio[0].codec_context.name if container.streams.audio else None,
+                rendered_by="the prefect-wan emulator" if container.metadata.get("comment") == EMULATOR_MARK else None,
             )
             return VideoScan(probe, [thumbs[i] for i in sorted(thumbs)])
     except av.error.FFmpegError as exc:

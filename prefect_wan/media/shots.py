@@ -25,6 +25,8 @@ from prefect_wan.media.profile import ProfileObserver, lab_of_image, profile_siz
 
 # Where in a shot the transition checks look: its middle (the keyframes hold its ends).
 MIDDLE = (0.15, 0.85)
+# Samples a dissolve is read over (its median): 0.6 s at five a second.
+DISSOLVE_SAMPLES = 3
 # Frames each side a frame's change is read against (PySceneDetect's AdaptiveDetector: window_width 2).
 CUT_WINDOW = 2
 
@@ -37,15 +39,28 @@ class ShotThresholds(BaseModel):
 
     first_frame: float = Field(default=0.75, ge=-1, le=1, description="Least SSIM of the video's first frame to the first keyframe.")
     end_window: float = Field(default=0.75, ge=-1, le=1, description="Least best-SSIM to the last keyframe over the video's last 0.2 s.")
-    dissolve: float = Field(default=0.15, ge=0, le=1, description="Most share of the middle frames that are a mix of the two keyframes.")
-    blend_residual: float = Field(default=0.35, ge=0, description="A frame this close to a mix of the keyframes (relative to their difference) is one.")
+    dissolve: float = Field(
+        default=0.07,
+        ge=0,
+        le=1,
+        description="Most share of fine detail only the two keyframes together explain in place, in the shot's most mixed 0.6 s (its median).",
+    )
     cut: float = Field(default=3.0, ge=0, description="Most ratio of a frame's change to the frames' around it (PySceneDetect's adaptive threshold).")
-    cut_content: float = Field(default=15.0, ge=0, description="A frame whose change (PySceneDetect's content score) is below this is no cut.")
+    morph: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Most share of an end frame's fine detail only the last keyframe and the picture half a second earlier explain together.",
+    )
+    morph_elsewhere: float = Field(
+        default=0.5, ge=-1, le=1, description="A shot whose likeness to the last keyframe half a second before its end is below this was elsewhere."
+    )
+    cut_content: float = Field(default=8.0, ge=0, description="A frame whose change (PySceneDetect's content score) is below this is no cut.")
     flicker: float = Field(default=1.0, ge=0, description="Most frame-to-frame pumping of the mean luma (its typical second difference, 0-255).")
     motion: float = Field(default=0.1, ge=0, le=1, description="Least share of sample pairs that move (VBench's dynamic degree).")
     moving_flow: float = Field(default=3 / 256, ge=0, description="A pair moves when its top-5 % flow exceeds this share of the frame's short side.")
     colour: float = Field(default=10.0, ge=0, description="Most colour difference (CIE76) of a frame from the keyframe whose picture it matches.")
-    revert: float = Field(default=0.3, ge=0, le=2, description="Most rise of the likeness to the first keyframe after its low point.")
+    revert: float = Field(default=0.33, ge=0, le=2, description="Most rise of the likeness to the first keyframe after its low point.")
     black: float = Field(default=0.5, ge=0, description="Most seconds of black frames.")
     frozen: float = Field(default=2.0, ge=0, description="Most seconds of the longest stretch of near-identical frames.")
     duration: float = Field(default=0.5, ge=0, description="Most seconds the video's length may differ from the request's.")
@@ -122,31 +137,48 @@ def transition_checks(profile: MotionProfile, limits: ShotThresholds) -> list[Sh
         best = max(profile.end_ssim)
         items.append(_check("end_window", best, limits.end_window, at_least=True, frames=[profile.frames - 1]))
     step = profile.sample_step
-    middle = [i for i in _middle(profile.blend) if i < min(len(profile.blend), len(profile.alpha), len(profile.between))]
-    if middle and all(profile.blend[i] is not None for i in middle):
-        # A mix, not either keyframe itself (a still) nor a picture made of both side by side (a slide).
-        mixed = [
-            i
-            for i in middle
-            if (profile.blend[i] or 0.0) < limits.blend_residual and 0.1 < (profile.alpha[i] or 0.0) < 0.9 and (profile.between[i] or 0.0) > 0.5
-        ]
-        items.append(_check("dissolve", len(mixed) / len(middle), limits.dissolve, frames=[i * step for i in mixed]))
-    if len(profile.content) > 2 * CUT_WINDOW + 1:
+    middle = [i for i in _middle(profile.mix) if i < len(profile.mix) and profile.mix[i] is not None]
+    if middle:
+        # The shot's most mixed stretch: the median of three samples (0.6 s), so one odd sample is
+        # no dissolve while a brief one is.
+        width = DISSOLVE_SAMPLES
+        windows = [middle[start : start + width] for start in range(max(1, len(middle) - width + 1))]
+        value, window = max((float(np.median([profile.mix[i] or 0.0 for i in w])), w) for w in windows)
+        items.append(_check("dissolve", value, limits.dissolve, frames=[i * step for i in window]))
+    if len(profile.content) > CUT_WINDOW + 2:
         # PySceneDetect's adaptive reading: a frame's change against the mean of the frames around
-        # it, so a fast camera move (every frame changing) is no cut, and a jump (one frame) is.
-        content = np.array(profile.content)
-        ratios = np.zeros(len(content))
-        for i in range(CUT_WINDOW, len(content) - CUT_WINDOW):
-            around = np.concatenate([content[i - CUT_WINDOW : i], content[i + 1 : i + CUT_WINDOW + 1]])
-            if content[i] >= limits.cut_content:
-                ratios[i] = content[i] / max(float(around.mean()), 1e-3)
-        jump = int(np.argmax(ratios))
-        items.append(_check("cut", float(ratios[jump]), limits.cut, frames=[jump]))
+        # it, so a fast camera move (every frame changing) is no cut, and a jump is; read on one
+        # frame and on two (a jump spread over two frames, as a two-frame morph is), to the very
+        # last frames (fewer neighbours there). The first frame has no change of its own.
+        content = np.array(profile.content, dtype=np.float64)
+        total = np.concatenate([[0.0], np.cumsum(content)])  # sums of any stretch, at once
+        count = len(content)
+        worst, at = 0.0, 0
+        for length in (1, 2):
+            start = np.arange(1, count - length + 1)
+            change = (total[start + length] - total[start]) / length
+            left, right = np.maximum(1, start - CUT_WINDOW), np.minimum(count, start + length + CUT_WINDOW)
+            around = (total[start] - total[left]) + (total[right] - total[start + length])
+            neighbours = (start - left) + (right - start - length)
+            ratio = np.where((change >= limits.cut_content) & (neighbours > 0), change / np.maximum(around / np.maximum(neighbours, 1), 1e-3), 0.0)
+            if len(ratio) and float(ratio.max()) > worst:
+                worst, at = float(ratio.max()), int(start[int(ratio.argmax())])
+        items.append(_check("cut", worst, limits.cut, frames=[at]))
+    reached = bool(profile.end_ssim) and max(profile.end_ssim) >= limits.end_window
+    if reached and profile.end_reference is not None and profile.end_reference < len(profile.to_last):
+        # A late morph: the shot ends on its last keyframe (else end_window says what is wrong), but
+        # half a second before its end it was still elsewhere (not like the last keyframe), and its
+        # last frames are that picture and the last keyframe mixed in place.
+        elsewhere = profile.to_last[profile.end_reference] < limits.morph_elsewhere
+        mixes = [m for m in profile.end_mix if m is not None] if elsewhere else []
+        worst = max(mixes, default=0.0)
+        at = profile.frames - len(profile.end_mix) + (profile.end_mix.index(worst) if mixes else 0)
+        items.append(_check("morph", worst, limits.morph, frames=[profile.end_reference * step, at]))
     if len(profile.luma) > 2:
         luma = np.array(profile.luma)
         pumping = np.abs(luma[1:-1] - (luma[:-2] + luma[2:]) / 2)
-        worst = [int(i) + 1 for i in np.argsort(pumping)[-5:]]
-        items.append(_check("flicker", float(np.percentile(pumping, 75)), limits.flicker, frames=sorted(worst)))
+        pumped = [int(i) + 1 for i in np.argsort(pumping)[-5:]]
+        items.append(_check("flicker", float(np.percentile(pumping, 75)), limits.flicker, frames=sorted(pumped)))
     if profile.motion:
         moving_at = limits.moving_flow * min(profile.size)
         moving = sum(1 for m in profile.motion if m > moving_at) / len(profile.motion)

@@ -116,7 +116,9 @@ class SpendLedger:
     def describe(self) -> str:
         """``0.6 CNY committed (0.4 billed) of max_cost 1 CNY``."""
         unknown = sum(1 for charge in self._charges.values() if charge.amount is None)
-        committed = ", ".join(f"{a:g} {c}" for c, a in self.totals().items()) or ("unknown" if unknown else "nothing")
+        if unknown and not self.totals():  # said once, at the start, by the command: here only that it is not counted
+            return "not estimated" + (f", max_cost {self.budget}" if self.budget else "")
+        committed = ", ".join(f"{a:g} {c}" for c, a in self.totals().items()) or "nothing"
         billed = ", ".join(f"{a:g} {c}" for c, a in self.totals(billed_only=True).items()) or "nothing"
         text = f"{committed} committed ({billed} billed)"
         if unknown and self.totals():

@@ -27,6 +27,19 @@ def _priced(model: str, region: str, resolution: Optional[str], seconds: Optiona
     )
 
 
+def price_currency(model: str, region: str) -> Optional[str]:
+    """The currency ``model`` is priced in, in ``region`` (None: no published price there)."""
+    spec = lookup_model(model)
+    currencies = {price.currency for (where, _), price in (spec.prices.items() if spec else ()) if where.value == region}
+    return currencies.pop() if len(currencies) == 1 else None
+
+
+def priced_regions(model: str) -> list[str]:
+    """The regions where ``model`` has a published price."""
+    spec = lookup_model(model)
+    return sorted({where.value for where, _ in spec.prices} if spec else set())
+
+
 def estimate_cost(request: RequestRecord, billed_seconds: Optional[float]) -> CostEstimate:
     """What a finished task cost, from the seconds the service billed (``usage``)."""
     return _priced(request.model, request.region, request.resolution, billed_seconds, LIST_PRICE_NOTE)
