@@ -105,20 +105,17 @@ async def precheck(
 
     budget = Budget.coerce(max_cost)
     where = credentials.region.value if isinstance(credentials, ServiceAccess) else region
+    # A saved block's region is known only once Prefect loads it: the run says its prices then.
     if options is not None and isinstance(credentials, ServiceAccess):
         from prefect_wan.cli.options import NOTICES
+        from prefect_wan.client.errors import PreflightError, PreflightViolation
         from prefect_wan.spend.pricing import price_currency, priced_regions
 
-        if price_currency(options.model, where) is None:  # said once here, not on every line of the run
+        currency = price_currency(options.model, where)
+        if currency is None:  # said once here, not on every line of the run
             elsewhere = ", ".join(priced_regions(options.model)) or "no region"
             NOTICES.append(f"{options.model} has no published price in {where} ({elsewhere} has one): its costs are not estimated")
-    # A saved block's region is known only once Prefect loads it: the run skips each pair then.
-    if budget is not None and options is not None and isinstance(credentials, ServiceAccess):
-        from prefect_wan.client.errors import PreflightError, PreflightViolation
-        from prefect_wan.spend.pricing import price_currency
-
-        currency = price_currency(options.model, where)
-        if currency is not None and currency != budget.currency:
+        elif budget is not None and currency != budget.currency:
             raise PreflightError(
                 [PreflightViolation("max_cost", max_cost, f"{options.model} in {where} is priced in {currency}: give the budget in {currency}")]
             )
