@@ -145,3 +145,38 @@ def test_a_missing_or_undecodable_video_is_refused_in_one_line(tmp_path):
     for target in (tmp_path / "missing.mp4", broken):
         done = subprocess.run(CLI + ["check", str(target)], capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("Refused: video"), done.stderr
+
+
+def test_the_cut_curve_is_pyscenedetects_content_score(tmp_path):
+    """The profile's ``difference`` curve, taken for the whole shot at once, is what PySceneDetect's
+    ContentDetector (luma weight alone) scores frame by frame on the same grid."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+    from scenedetect.detectors import ContentDetector
+
+    from prefect_wan.media.profile import grid_luma
+    from prefect_wan.media.scan import scan_video
+    from prefect_wan.media.shots import ShotObserver
+
+    path, rng = tmp_path / "cut.mp4", np.random.default_rng(7)
+    # Two smooth pictures (a blown-up 4 x 8 of random colours): a pan changes them little, a cut much.
+    scenes = [np.asarray(Image.fromarray(rng.integers(0, 255, size=(4, 8, 3), dtype=np.uint8)).resize((256, 144), Image.Resampling.BICUBIC)) for _ in range(2)]
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=30, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 256, 144, "yuv420p"  # limited range, as H.264 usually is
+        for index in range(30):
+            pixels = np.roll(scenes[index >= 17], 3 * index, axis=1)  # a pan, and a cut at frame 17
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 30)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    shot = ShotObserver()
+    scan_video(path, observers=[shot])
+    difference = shot.profile().difference
+    detector = ContentDetector(weights=ContentDetector.Components(delta_hue=0.0, delta_sat=0.0, delta_lum=1.0, delta_edges=0.0))
+    with av.open(str(path)) as container:
+        scored = [detector._calculate_frame_score(n, np.repeat(grid_luma(f)[:, :, None], 3, axis=2)) for n, f in enumerate(container.decode(video=0))]
+    assert len(difference) == len(scored) - 1 == 29 and int(np.argmax(difference)) + 1 == 17  # the first frame scores 0
+    assert difference == pytest.approx([s * 255 / 219 for s in scored[1:]], abs=1e-4)  # limited range, read on the full range's scale

@@ -38,6 +38,16 @@ def test_a_budget_is_an_amount_and_its_currency():
             Budget.coerce(bad)
 
 
+def test_a_run_where_its_model_has_no_price_says_where_it_has_one():
+    from prefect_wan.spend.pricing import unpriced_notice
+
+    assert unpriced_notice("wan2.2-kf2v-flash", "singapore") == (
+        "wan2.2-kf2v-flash has no published price in singapore (beijing has one): its costs are not estimated"
+    )
+    assert unpriced_notice("wan2.7-i2v", "virginia").startswith("wan2.7-i2v has no published price in virginia (beijing and singapore have one)")
+    assert "(no region has one)" in unpriced_notice("wan9-unknown", "beijing")
+
+
 def test_the_ledger_never_commits_past_the_budget():
     ledger = SpendLedger(Budget(amount=1.0, currency="USD"))
     half = CostEstimate(amount=0.5, currency="USD", confirmed=True)

@@ -8,7 +8,9 @@ from typing import Any, Optional, Union
 from pydantic import BaseModel, Field
 
 # 2: adds ``endpoint``. 3: adds ``checks`` and ``takes``. 4: adds ``profile`` and the transition checks.
-SIDECAR_SCHEMA_VERSION = 5
+# 5: the profile adds ``mix``, ``end_mix`` and ``end_reference``. 6: the profile's ``content`` is
+# gone: it was ``difference`` on every other grid sample, and the cut check now reads ``difference``.
+SIDECAR_SCHEMA_VERSION = 6
 
 
 class FrameRecord(BaseModel):
@@ -64,8 +66,10 @@ class MotionProfile(BaseModel):
     size: tuple[int, int] = Field(description="The small frame every curve was measured on (width, height).")
     sample_step: int = Field(description="Frames between samples: motion, to_first ... colour_b hold one value a sample.")
     luma: list[float] = Field(default_factory=list, description="Mean luma per frame (0-255).")
-    difference: list[float] = Field(default_factory=list, description="Mean absolute luma difference to the previous frame.")
-    content: list[float] = Field(default_factory=list, description="PySceneDetect's content score (luma) per frame.")
+    difference: list[float] = Field(
+        default_factory=list,
+        description="Mean absolute luma difference of each frame after the first to the one before (PySceneDetect's content score, luma alone).",
+    )
     motion: list[float] = Field(default_factory=list, description="Top-5 % optical-flow magnitude from each sample to the next, in pixels of the sample.")
     to_first: list[float] = Field(default_factory=list, description="Correlation of each sample's shapes (a band of detail) with the first keyframe's.")
     to_last: list[float] = Field(default_factory=list, description="Correlation of each sample's shapes (a band of detail) with the last keyframe's.")

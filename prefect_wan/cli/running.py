@@ -109,12 +109,11 @@ async def precheck(
     if options is not None and isinstance(credentials, ServiceAccess):
         from prefect_wan.cli.options import NOTICES
         from prefect_wan.client.errors import PreflightError, PreflightViolation
-        from prefect_wan.spend.pricing import price_currency, priced_regions
+        from prefect_wan.spend.pricing import price_currency, unpriced_notice
 
         currency = price_currency(options.model, where)
         if currency is None:  # said once here, not on every line of the run
-            elsewhere = ", ".join(priced_regions(options.model)) or "no region"
-            NOTICES.append(f"{options.model} has no published price in {where} ({elsewhere} has one): its costs are not estimated")
+            NOTICES.append(unpriced_notice(options.model, where))
         elif budget is not None and currency != budget.currency:
             raise PreflightError(
                 [PreflightViolation("max_cost", max_cost, f"{options.model} in {where} is priced in {currency}: give the budget in {currency}")]

@@ -2,15 +2,18 @@
 check reads, kept small in the sidecar so any threshold can be applied again later without
 downloading or decoding the video again.
 
-Every frame is reduced once, straight from the decoder's planes, to a small luma image; every
-sixth or so (5 a second) also to a smaller one with its colour. From those come
-each curve (per frame: ``luma``, ``difference``; per sample: the rest):
+Every frame is reduced once, straight from the decoder's planes, to a grid of luma samples; every
+sixth or so (5 a second) also to a small luma image (and that to a smaller one) with its mean
+colour. From those come each curve (per frame: ``luma``, ``difference``; per sample: the rest):
 
 - ``luma``: mean luma (0-255, full range) — black frames, flicker;
-- ``difference``: mean absolute difference to the previous frame — frozen stretches (these two on
-  a grid of luma samples, every frame);
-- ``content``: PySceneDetect's content score (its ``ContentDetector``, on the luma grid, every
-  frame) — cuts, read against the frames around them as its ``AdaptiveDetector`` reads them;
+- ``difference``: mean absolute difference to the previous frame (these two on a grid of luma
+  samples, every frame) — frozen stretches, and cuts, read against the frames around them as
+  PySceneDetect's ``AdaptiveDetector`` reads them. It is PySceneDetect's content score with its luma
+  weight alone (its ``ContentDetector``'s mean absolute change of HSV value, which on luma is the
+  luma's), taken for the whole shot at once: the detector, called a frame at a time, also converts
+  to HSV and scores hue and saturation it then weighs by zero (a quarter of the checks' time, when
+  it did); ``tests/test_shots.py`` holds the two equal;
 - ``motion``: optical flow (OpenCV's DIS) between samples, the mean of each pair's top 5 %
   magnitudes, in pixels of the sample (VBench's dynamic degree);
 - ``to_first`` / ``to_last``: correlation of each frame's shapes with each keyframe's (a band of
@@ -115,7 +118,8 @@ def _luma_full_range(frame: av.VideoFrame, luma: Any) -> Any:
 
 
 # Brightness, stillness and cuts read every frame on this grid of luma samples (columns, rows): a
-# few microseconds a 720P frame, where a resize of the whole plane costs ten times that.
+# few microseconds a 720P frame, where a resize of the whole plane costs ten times that (64 x 36
+# would take half that, and its mean luma pumps on a clean pan over bold shapes: false flicker).
 GRID = (128, 72)
 
 
@@ -159,11 +163,17 @@ def reduce_image(image_rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image_rgb, cv2.COLOR_RGB2YCrCb)[:, :, 0].astype(np.float32)
 
 
-def correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two images of one size: 1 alike, 0 unrelated (blind to brightness and contrast)."""
-    a, b = a - a.mean(), b - b.mean()
-    norm = float(np.sqrt((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / norm) if norm > 1e-6 else 0.0
+class Likeness:
+    """Pearson correlation with one reference image, its side worked out once for every frame read against it."""
+
+    def __init__(self, reference: np.ndarray) -> None:
+        self.centred = reference - reference.mean()
+        self.energy = float((self.centred * self.centred).sum())
+
+    def __call__(self, image: np.ndarray) -> float:
+        centred = image - image.mean()
+        norm = float(np.sqrt((centred * centred).sum() * self.energy))
+        return float((centred * self.centred).sum() / norm) if norm > 1e-6 else 0.0
 
 
 def detail(image: np.ndarray) -> np.ndarray:
@@ -190,29 +200,40 @@ def _blocks(image: np.ndarray) -> np.ndarray:
     return cut.reshape(rows, MIX_BLOCK, columns, MIX_BLOCK).swapaxes(1, 2).reshape(rows * columns, MIX_BLOCK * MIX_BLOCK)
 
 
-def in_place_mix(frame: np.ndarray, first: np.ndarray, last: np.ndarray) -> Optional[float]:
-    """How much of a frame's fine detail the two keyframes explain only together, in place: the
-    share a best mix of both explains, square by square, less the share the better one alone does.
+class InPlaceMix:
+    """How much of a frame's fine detail two pictures explain only together, in place: the share a
+    best mix of both explains, square by square, less the share the better one alone does.
 
     A cross-fade, a wipe or an iris shows both keyframes' detail where each keyframe has it, so the
     mix explains much more than either (0.3 mid-fade); a camera move shifts the detail, which then
     matches neither in place, and a frame that is one keyframe is explained by it alone (both ~0).
-    The arguments are ``detail`` images of one size; None when the keyframes' detail is alike almost
-    everywhere (no mix to tell apart)."""
-    y, f, g = _blocks(frame), _blocks(first), _blocks(last)
-    ff, gg, fg = (f * f).sum(1), (g * g).sum(1), (f * g).sum(1)
-    yf, yg, yy = (y * f).sum(1), (y * g).sum(1), (y * y).sum(1)
-    determinant = ff * gg - fg * fg
-    # Squares where both keyframes have detail and it differs (not one the other's multiple).
-    differ = (determinant > 0.25 * ff * gg) & (ff > 1.0) & (gg > 1.0)
-    energy = float(yy[differ].sum())
-    if differ.sum() < 0.2 * len(differ) or energy <= 0.0:
-        return None
-    safe = np.where(differ, determinant, 1.0)
-    a, b = (yf * gg - yg * fg) / safe, (yg * ff - yf * fg) / safe
-    both = float((a * yf + b * yg)[differ].sum()) / energy
-    alone = max(float((yf * yf / np.maximum(ff, 1e-6))[differ].sum()), float((yg * yg / np.maximum(gg, 1e-6))[differ].sum())) / energy
-    return both - alone
+    Made of two ``detail`` images (their side of the sums worked out once for every frame read
+    against them) and called with a frame's ``detail`` image of the same size; None when the two are
+    alike almost everywhere (no mix to tell apart)."""
+
+    def __init__(self, first: np.ndarray, last: np.ndarray) -> None:
+        self.f, self.g = _blocks(first), _blocks(last)
+        ff, gg, fg = (self.f * self.f).sum(1), (self.g * self.g).sum(1), (self.f * self.g).sum(1)
+        determinant = ff * gg - fg * fg
+        # Squares where both pictures have detail and it differs (not one the other's multiple).
+        self.differ = (determinant > 0.25 * ff * gg) & (ff > 1.0) & (gg > 1.0)
+        self.enough = bool(self.differ.sum() >= 0.2 * len(self.differ))
+        safe = np.where(self.differ, determinant, 1.0)
+        self.ff, self.gg, self.fg, self.safe = ff, gg, fg, safe
+        self.alone_f, self.alone_g = 1.0 / np.maximum(ff, 1e-6), 1.0 / np.maximum(gg, 1e-6)
+
+    def __call__(self, frame: np.ndarray) -> Optional[float]:
+        if not self.enough:
+            return None
+        y = _blocks(frame)
+        yf, yg, yy = (y * self.f).sum(1), (y * self.g).sum(1), (y * y).sum(1)
+        energy = float(yy[self.differ].sum())
+        if energy <= 0.0:
+            return None
+        a, b = (yf * self.gg - yg * self.fg) / self.safe, (yg * self.ff - yf * self.fg) / self.safe
+        both = float((a * yf + b * yg)[self.differ].sum()) / energy
+        alone = max(float((yf * yf * self.alone_f)[self.differ].sum()), float((yg * yg * self.alone_g)[self.differ].sum())) / energy
+        return both - alone
 
 
 class ProfileObserver:
@@ -233,43 +254,38 @@ class ProfileObserver:
         self.grids: list[np.ndarray] = []  # every frame's luma grid, measured at the end in one go
         self.full_range = True
         self.ycbcr: list[tuple[float, float, float]] = []
-        self.content: list[float] = []
         self.motion: list[float] = []
         self.to_first: list[float] = []
         self.to_last: list[float] = []
         self.mix: list[Optional[float]] = []
-        self.first_detail: Optional[np.ndarray] = None
         self.last_detail: Optional[np.ndarray] = None
-        self.first_shapes: Optional[np.ndarray] = None
-        self.last_shapes: Optional[np.ndarray] = None
+        self.like_first: Optional[Likeness] = None
+        self.like_last: Optional[Likeness] = None
+        self.keyframes_mixed: Optional[InPlaceMix] = None
         self.first_small: Optional[np.ndarray] = None
         self.end: deque[av.VideoFrame] = deque()  # reduced once the end is known
         self.recent: deque[tuple[int, np.ndarray]] = deque()  # the last samples' detail, by sample number
         self._previous_sample: Optional[np.ndarray] = None
         self._flow: Any = None
-        self._detector: Any = None
 
     def start(self, width: int, height: int, fps: float) -> None:
         import cv2
-        from scenedetect.detectors import ContentDetector
 
         self.size, self.sampled_at, self.fps = profile_size(width, height), sample_size(width, height), fps or 30.0
         self.step = max(1, round(self.fps / SAMPLES_PER_SECOND))
         self.end = deque(maxlen=max(1, round(self.fps * END_WINDOW_SECONDS)))
         self.recent = deque(maxlen=int(SAMPLES_PER_SECOND * (ARRIVAL_SECONDS + END_WINDOW_SECONDS)) + 2)
         self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)  # type: ignore[attr-defined]
-        # Luma only, every frame: a cut is one frame's change, which a sampled stream would confuse
-        # with a fast camera move (PySceneDetect's AdaptiveDetector compares it with its neighbours).
-        self._detector = ContentDetector(weights=ContentDetector.Components(delta_hue=0.0, delta_sat=0.0, delta_lum=1.0, delta_edges=0.0))
         if self.first_key is not None:
             self.first_sample = cv2.resize(self.first_key, self.sampled_at, interpolation=cv2.INTER_AREA)
-            self.first_shapes = shapes(self.first_sample)
+            self.like_first = Likeness(shapes(self.first_sample))
         if self.last_key is not None:
             self.last_sample = cv2.resize(self.last_key, self.sampled_at, interpolation=cv2.INTER_AREA)
-            self.last_shapes = shapes(self.last_sample)
+            self.like_last = Likeness(shapes(self.last_sample))
         if self.first_key is not None and self.last_key is not None:
             # At the profile size: more squares to read a mix on than the samples' size gives.
-            self.first_detail, self.last_detail = detail(self.first_key), detail(self.last_key)
+            self.last_detail = detail(self.last_key)
+            self.keyframes_mixed = InPlaceMix(detail(self.first_key), self.last_detail)
 
     def observe(self, index: int, frame: av.VideoFrame) -> None:
         if self.size is None:  # not started by the scan: its rate unknown
@@ -280,30 +296,29 @@ class ProfileObserver:
             self.full_range = frame.format.name not in _PLANAR or _full_range(frame)
             self.first_small = frame_luma(frame, self.size)
         self.grids.append(grid)
-        self.content.append(_content_score(self._detector, grid[::2, ::2]))
         self.end.append(frame)
         if index % self.step == 0:
             self._sample(frame)
 
     def _sample(self, frame: av.VideoFrame) -> None:
         """The transition's measures, on every ``step``-th frame, small."""
-        # Straight from the plane at each size: an area resize of the larger would blur away the fine
-        # lines the flow follows on flat pictures.
         assert self.size is not None  # started before the first frame
+        # Straight from the plane at each size: the smaller made from the larger loses the fine lines
+        # the flow follows on flat pictures (a storyboard's drafts then read as still).
         reduced, small = frame_luma(frame, self.size), frame_luma(frame, self.sampled_at)
         self.ycbcr.append(frame_colour(frame, small))
         if self._previous_sample is not None:
             self.motion.append(_flow_magnitude(self._flow, self._previous_sample, small))
         self._previous_sample = small
-        if self.first_shapes is not None or self.last_shapes is not None:
+        if self.like_first is not None or self.like_last is not None:
             seen = shapes(small)
-            if self.first_shapes is not None:
-                self.to_first.append(correlation(seen, self.first_shapes))
-            if self.last_shapes is not None:
-                self.to_last.append(correlation(seen, self.last_shapes))
-        if self.first_detail is not None and self.last_detail is not None:
+            if self.like_first is not None:
+                self.to_first.append(self.like_first(seen))
+            if self.like_last is not None:
+                self.to_last.append(self.like_last(seen))
+        if self.keyframes_mixed is not None:
             fine = detail(reduced)
-            self.mix.append(in_place_mix(fine, self.first_detail, self.last_detail))
+            self.mix.append(self.keyframes_mixed(fine))
             self.recent.append((len(self.mix) - 1, fine))
 
     def profile(self) -> MotionProfile:
@@ -314,10 +329,7 @@ class ProfileObserver:
         # Every frame's brightness and change, from its grid, in one go (full range: limited range
         # puts black at 16 and white at 235, so its changes are 219/255 of the same change).
         scale = 1.0 if self.full_range else 255.0 / 219.0
-        grids = np.stack(self.grids).astype(np.float32) if self.grids else np.zeros((0, GRID[1], GRID[0]), np.float32)
-        luma = np.clip((grids.mean(axis=(1, 2)) - (0.0 if self.full_range else 16.0)) * scale, 0.0, 255.0)
-        difference = np.abs(np.diff(grids, axis=0)).mean(axis=(1, 2)) * scale
-        content = np.array(self.content) * scale
+        luma, difference = _changes(self.grids, scale, 0.0 if self.full_range else 16.0)
         self.grids.clear()
         first_ssim = similarity(self.first_small, self.first_key) if self.first_small is not None and self.first_key is not None else None
         size = self.size or (0, 0)
@@ -333,7 +345,8 @@ class ProfileObserver:
         end_mix: list[Optional[float]] = []
         if reference is not None and self.last_detail is not None:
             earlier = next(fine for n, fine in self.recent if n == reference)
-            end_mix = [in_place_mix(detail(small), earlier, self.last_detail) for small in end_small]
+            arriving = InPlaceMix(earlier, self.last_detail)
+            end_mix = [arriving(detail(small)) for small in end_small]
         self.end.clear()
         self.recent.clear()
         return MotionProfile(
@@ -343,7 +356,6 @@ class ProfileObserver:
             sample_step=self.step,
             luma=_rounded(luma),
             difference=_rounded(difference),
-            content=_rounded(content),
             motion=_rounded(self.motion),
             to_first=_rounded(self.to_first),
             to_last=_rounded(self.to_last),
@@ -361,13 +373,17 @@ class ProfileObserver:
         )
 
 
-def _content_score(detector: Any, grid: np.ndarray) -> float:
-    """PySceneDetect's content score of this frame's luma grid against the previous frame's (0 for the first)."""
+def _changes(grids: list[np.ndarray], scale: float, black: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame's mean luma, and each frame's mean absolute change from the one before, from the
+    stacked grids at once."""
     import cv2
 
-    grey = cv2.cvtColor(grid, cv2.COLOR_GRAY2BGR)
-    # ContentDetector keeps the previous frame's planes; its score is the weighted mean change.
-    return float(detector._calculate_frame_score(0, grey))
+    if not grids:
+        return np.zeros(0), np.zeros(0)
+    flat = np.stack(grids).reshape(len(grids), -1)
+    luma = np.clip((flat.mean(axis=1) - black) * scale, 0.0, 255.0)
+    difference = cv2.absdiff(flat[1:], flat[:-1]).mean(axis=1) * scale if len(grids) > 1 else np.zeros(0)
+    return luma, difference
 
 
 def _flow_magnitude(flow: Any, before: np.ndarray, after: np.ndarray) -> float:

@@ -145,12 +145,12 @@ def transition_checks(profile: MotionProfile, limits: ShotThresholds) -> list[Sh
         windows = [middle[start : start + width] for start in range(max(1, len(middle) - width + 1))]
         value, window = max((float(np.median([profile.mix[i] or 0.0 for i in w])), w) for w in windows)
         items.append(_check("dissolve", value, limits.dissolve, frames=[i * step for i in window]))
-    if len(profile.content) > CUT_WINDOW + 2:
+    if len(profile.difference) > CUT_WINDOW + 1:
         # PySceneDetect's adaptive reading: a frame's change against the mean of the frames around
         # it, so a fast camera move (every frame changing) is no cut, and a jump is; read on one
         # frame and on two (a jump spread over two frames, as a two-frame morph is), to the very
         # last frames (fewer neighbours there). The first frame has no change of its own.
-        content = np.array(profile.content, dtype=np.float64)
+        content = np.concatenate([[0.0], profile.difference])  # each frame's change: PySceneDetect's content score
         total = np.concatenate([[0.0], np.cumsum(content)])  # sums of any stretch, at once
         count = len(content)
         worst, at = 0.0, 0

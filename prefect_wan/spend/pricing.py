@@ -40,6 +40,18 @@ def priced_regions(model: str) -> list[str]:
     return sorted({where.value for where, _ in spec.prices} if spec else set())
 
 
+def unpriced_notice(model: str, region: str) -> str:
+    """What a run of ``model`` in ``region``, where it has no published price, says once."""
+    priced = priced_regions(model)
+    if not priced:
+        elsewhere = "no region has one"
+    elif len(priced) == 1:
+        elsewhere = f"{priced[0]} has one"
+    else:
+        elsewhere = f"{', '.join(priced[:-1])} and {priced[-1]} have one"
+    return f"{model} has no published price in {region} ({elsewhere}): its costs are not estimated"
+
+
 def estimate_cost(request: RequestRecord, billed_seconds: Optional[float]) -> CostEstimate:
     """What a finished task cost, from the seconds the service billed (``usage``)."""
     return _priced(request.model, request.region, request.resolution, billed_seconds, LIST_PRICE_NOTE)
