@@ -3,8 +3,8 @@ check reads, kept small in the sidecar so any threshold can be applied again lat
 downloading or decoding the video again.
 
 Every frame is reduced once, straight from the decoder's planes, to a grid of luma samples; every
-sixth or so (5 a second) also to a small luma image (and that to a smaller one) with its mean
-colour. From those come each curve (per frame: ``luma``, ``difference``; per sample: the rest):
+sixth or so (5 a second) also to two small luma images, each straight from the plane, and its
+mean colour. From those come each curve (per frame: ``luma``, ``difference``; per sample: the rest):
 
 - ``luma``: mean luma (0-255, full range) — black frames, flicker;
 - ``difference``: mean absolute difference to the previous frame (these two on a grid of luma
